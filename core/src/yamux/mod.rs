@@ -1,0 +1,1 @@
+//! Yamux: frame codec and session (work in progress).
