@@ -46,6 +46,8 @@ extern crate std;
 pub mod addr;
 pub mod identity;
 pub mod multistream;
+pub mod node;
+pub mod protocols;
 pub mod security;
 pub mod time;
 pub mod yamux;

@@ -1,0 +1,620 @@
+//! Node scenarios over an in-memory network with a virtual clock.
+
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use hashbrown::HashMap;
+
+use super::*;
+use crate::multistream::NegotiationError;
+use crate::security::plaintext::PlaintextError;
+
+const ECHO: &str = "/echo/1.0.0";
+
+fn tcp_addr(host: u8) -> Vec<u8> {
+    // /ip4/10.0.0.<host>/tcp/4001
+    vec![0x04, 10, 0, 0, host, 0x06, 0x0f, 0xa1]
+}
+
+fn with_p2p(addr: &[u8], peer: PeerId) -> Vec<u8> {
+    let mut a = addr.to_vec();
+    crate::varint::push(421, &mut a);
+    crate::varint::push(peer.as_bytes().len() as u64, &mut a);
+    a.extend_from_slice(peer.as_bytes());
+    a
+}
+
+/// A simulated network of nodes: connections are byte pipes with a fixed
+/// one-way latency; the clock only moves when nothing else can happen.
+struct Net {
+    now: Instant,
+    latency: Duration,
+    nodes: Vec<Node>,
+    /// Which node listens on which address.
+    listeners: HashMap<Vec<u8>, usize>,
+    /// (node, conn) -> (node, conn) of the other end.
+    links: HashMap<(usize, ConnectionId), (usize, ConnectionId)>,
+    /// Bytes in flight: arrival time, destination, payload (None = close).
+    wire: VecDeque<(Instant, usize, ConnectionId, Option<Vec<u8>>)>,
+    /// Unconsumed bytes per destination connection (backpressure).
+    inbox: HashMap<(usize, ConnectionId), Vec<u8>>,
+    events: Vec<Vec<Event>>,
+    /// Read size: every delivery is cut into pieces of at most this many bytes.
+    chunk: usize,
+}
+
+impl Net {
+    fn new(n: usize) -> Self {
+        let mut nodes = Vec::new();
+        let mut listeners = HashMap::new();
+        for i in 0..n {
+            let key = Keypair::from_secret_bytes([i as u8 + 1; 32]);
+            let mut config = Config::new(key);
+            config.rng_seed = [i as u8; 32];
+            let mut node = Node::new(Instant::ZERO, config).unwrap();
+            let l = node.listen_on(tcp_addr(i as u8 + 1));
+            assert!(matches!(node.poll_action(), Some(Action::Listen { .. })));
+            node.handle_listening(Instant::ZERO, l, tcp_addr(i as u8 + 1));
+            listeners.insert(tcp_addr(i as u8 + 1), i);
+            nodes.push(node);
+        }
+        Net {
+            now: Instant::ZERO,
+            latency: Duration::from_millis(5),
+            nodes,
+            listeners,
+            links: HashMap::new(),
+            wire: VecDeque::new(),
+            inbox: HashMap::new(),
+            events: (0..n).map(|_| Vec::new()).collect(),
+            chunk: usize::MAX,
+        }
+    }
+
+    fn peer(&self, i: usize) -> PeerId {
+        self.nodes[i].local_peer_id()
+    }
+
+    /// Handles every node's actions and output once; returns whether anything happened.
+    fn step(&mut self) -> bool {
+        let mut busy = false;
+        for i in 0..self.nodes.len() {
+            while let Some(action) = self.nodes[i].poll_action() {
+                busy = true;
+                match action {
+                    Action::Listen { .. } => {}
+                    Action::Connect { conn, addr } => match self.listeners.get(&addr).copied() {
+                        Some(j) => {
+                            let now = self.now;
+                            let remote = self.nodes[j]
+                                .handle_inbound(now, tcp_addr(100 + i as u8))
+                                .unwrap();
+                            self.links.insert((i, conn), (j, remote));
+                            self.links.insert((j, remote), (i, conn));
+                            self.nodes[i].handle_connected(now, conn);
+                        }
+                        None => self.nodes[i].handle_connect_failed(
+                            self.now,
+                            conn,
+                            TransportError::Refused,
+                        ),
+                    },
+                    Action::Close { conn } => {
+                        self.flush(i, conn);
+                        if let Some((j, rc)) = self.links.remove(&(i, conn)) {
+                            self.wire.push_back((self.now + self.latency, j, rc, None));
+                        }
+                        let now = self.now;
+                        self.nodes[i].handle_connection_closed(now, conn);
+                    }
+                }
+            }
+            while let Some(conn) = self.nodes[i].poll_wants_write() {
+                busy = true;
+                self.flush(i, conn);
+            }
+            while let Some(e) = self.nodes[i].poll_event() {
+                busy = true;
+                self.events[i].push(e);
+            }
+        }
+        // Deliver what has arrived.
+        while self.wire.front().is_some_and(|(t, ..)| *t <= self.now) {
+            busy = true;
+            let (_, j, conn, bytes) = self.wire.pop_front().unwrap();
+            match bytes {
+                Some(b) => self
+                    .inbox
+                    .entry((j, conn))
+                    .or_default()
+                    .extend_from_slice(&b),
+                None => {
+                    let now = self.now;
+                    self.nodes[j].handle_read_closed(now, conn);
+                    self.links.remove(&(j, conn));
+                    self.nodes[j].handle_connection_closed(now, conn);
+                }
+            }
+        }
+        let keys: Vec<_> = self.inbox.keys().copied().collect();
+        for (j, conn) in keys {
+            let buf = self.inbox.get_mut(&(j, conn)).unwrap();
+            let mut used = 0;
+            while used < buf.len() {
+                let end = (used + self.chunk).min(buf.len());
+                let n = self.nodes[j].handle_read(self.now, conn, &buf[used..end]);
+                used += n;
+                if n == 0 {
+                    break;
+                }
+            }
+            if used > 0 {
+                busy = true;
+                buf.drain(..used);
+            }
+        }
+        busy
+    }
+
+    fn flush(&mut self, i: usize, conn: ConnectionId) {
+        let mut out = Vec::new();
+        while self.nodes[i].poll_transmit(self.now, conn, &mut out, 64 * 1024) > 0 {}
+        if !out.is_empty() {
+            if let Some(&(j, rc)) = self.links.get(&(i, conn)) {
+                self.wire
+                    .push_back((self.now + self.latency, j, rc, Some(out)));
+            }
+        }
+    }
+
+    /// Runs until `until` returns true or virtual time passes `limit`.
+    fn run_until(&mut self, limit: Duration, mut until: impl FnMut(&Net) -> bool) {
+        let deadline = self.now + limit;
+        loop {
+            while self.step() {}
+            if until(self) {
+                return;
+            }
+            let next_wire = self.wire.front().map(|(t, ..)| *t);
+            let next_timer = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
+            let next = [next_wire, next_timer].into_iter().flatten().min();
+            match next {
+                Some(t) if t <= deadline => {
+                    self.now = self.now.max(t);
+                    let now = self.now;
+                    for n in &mut self.nodes {
+                        n.handle_timeout(now);
+                    }
+                }
+                _ => panic!(
+                    "condition not reached by {deadline:?}; events: {:#?}",
+                    self.events
+                ),
+            }
+        }
+    }
+
+    fn take_events(&mut self, i: usize) -> Vec<Event> {
+        core::mem::take(&mut self.events[i])
+    }
+
+    fn has(&self, i: usize, f: impl Fn(&Event) -> bool) -> bool {
+        self.events[i].iter().any(f)
+    }
+
+    fn connect(&mut self, from: usize, to: usize) -> ConnectionId {
+        let peer = self.peer(to);
+        let dial = self.nodes[from]
+            .dial(self.now, Some(peer), vec![tcp_addr(to as u8 + 1)])
+            .unwrap();
+        self.run_until(Duration::from_secs(5), |net| {
+            net.has(
+                from,
+                |e| matches!(e, Event::Identified { peer: p, .. } if *p == peer),
+            ) && net.has(to, |e| matches!(e, Event::Identified { .. }))
+        });
+        self.events[from]
+            .iter()
+            .find_map(|e| match e {
+                Event::Dialed { dial: d, conn, .. } if *d == dial => Some(*conn),
+                _ => None,
+            })
+            .expect("dialed")
+    }
+}
+
+#[test]
+fn connect_upgrade_and_identify_both_ways() {
+    for chunk in [1, 7, usize::MAX] {
+        let mut net = Net::new(2);
+        net.chunk = chunk;
+        net.nodes[1].register_protocol(ECHO).unwrap();
+        net.connect(0, 1);
+        let (a, b) = (net.peer(0), net.peer(1));
+        let ev0 = net.take_events(0);
+        let ev1 = net.take_events(1);
+        assert!(ev0.iter().any(|e| matches!(e, Event::ConnectionEstablished { peer, endpoint: Endpoint::Dialer, security: Security::Plaintext, muxer: "/yamux/1.0.0", .. } if *peer == b)));
+        assert!(ev1.iter().any(|e| matches!(e, Event::ConnectionEstablished { peer, endpoint: Endpoint::Listener, .. } if *peer == a)));
+        let info = ev0
+            .iter()
+            .find_map(|e| match e {
+                Event::Identified { info, .. } => Some(info.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(info.agent_version.starts_with("sansp2p/"));
+        assert!(info.protocols.iter().any(|p| p == ECHO));
+        assert!(info
+            .protocols
+            .iter()
+            .any(|p| p == crate::protocols::ping::PROTOCOL));
+        assert_eq!(info.listen_addrs, vec![tcp_addr(2)]);
+        assert_eq!(
+            info.observed_addr,
+            Some(tcp_addr(100)),
+            "B saw A at the address the network gave"
+        );
+        assert_eq!(
+            net.nodes[0].peer_protocols(&b).unwrap(),
+            &info.protocols[..]
+        );
+    }
+}
+
+fn echo_round(net: &mut Net, payload: &[u8]) -> Vec<u8> {
+    let b = net.peer(1);
+    net.take_events(1);
+    let stream = net.nodes[0].open_stream(net.now, b, [ECHO]).unwrap();
+    let mut sent = 0;
+    let mut got = Vec::new();
+    let mut served: Option<StreamHandle> = None;
+    let mut echo_buf: Vec<u8> = Vec::new();
+    let mut closed_b = false;
+    let mut closed_a = false;
+    let mut guard = 0;
+    loop {
+        guard += 1;
+        assert!(
+            guard < 20_000,
+            "echo stalled: sent {sent}, got {}",
+            got.len()
+        );
+        let now = net.now;
+        // A: write, then half-close.
+        if sent < payload.len() {
+            if let Ok(n) = net.nodes[0].stream_write(now, stream, &payload[sent..]) {
+                sent += n;
+            }
+        } else if !closed_a {
+            net.nodes[0].stream_close(now, stream).unwrap();
+            closed_a = true;
+        }
+        // B: accept and echo.
+        if served.is_none() {
+            served = net.events[1].iter().find_map(|e| match e {
+                Event::InboundStream {
+                    stream, protocol, ..
+                } if protocol == ECHO => Some(*stream),
+                _ => None,
+            });
+        }
+        if let Some(s) = served {
+            let mut buf = [0u8; 4096];
+            loop {
+                match net.nodes[1].stream_read(now, s, &mut buf) {
+                    Ok(0) => {
+                        if echo_buf.is_empty() && !closed_b {
+                            net.nodes[1].stream_close(now, s).unwrap();
+                            closed_b = true;
+                        }
+                        break;
+                    }
+                    Ok(n) => echo_buf.extend_from_slice(&buf[..n]),
+                    Err(_) => break,
+                }
+            }
+            while !echo_buf.is_empty() {
+                match net.nodes[1].stream_write(now, s, &echo_buf) {
+                    Ok(n) => {
+                        echo_buf.drain(..n);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        // A: read the echo.
+        let mut buf = [0u8; 4096];
+        let mut eof = false;
+        loop {
+            match net.nodes[0].stream_read(now, stream, &mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        if eof {
+            return got;
+        }
+        while net.step() {}
+        if let Some(t) = [
+            net.wire.front().map(|(t, ..)| *t),
+            net.nodes.iter().filter_map(|n| n.poll_timeout()).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        {
+            if t > net.now && !net.step() {
+                net.now = t;
+                for n in &mut net.nodes {
+                    n.handle_timeout(t);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn echo_small_and_large_messages() {
+    let mut net = Net::new(2);
+    net.nodes[1].register_protocol(ECHO).unwrap();
+    net.connect(0, 1);
+    assert_eq!(echo_round(&mut net, b"Hello, world!\n"), b"Hello, world!\n");
+    let big: Vec<u8> = (0..(1 << 20)).map(|i| (i * 31 % 251) as u8).collect();
+    assert_eq!(echo_round(&mut net, &big), big);
+    // Streams are freed once both sides closed and read to the end.
+    net.run_until(Duration::from_secs(1), |net| {
+        net.has(0, |e| matches!(e, Event::StreamClosed { .. }))
+    });
+}
+
+#[test]
+fn ping_measures_the_round_trip() {
+    let mut net = Net::new(2);
+    net.latency = Duration::from_millis(40);
+    net.connect(0, 1);
+    let b = net.peer(1);
+    let ping = net.nodes[0].ping(net.now, b).unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(0, |e| matches!(e, Event::PingSuccess { .. }))
+    });
+    let rtt = net.events[0]
+        .iter()
+        .find_map(|e| match e {
+            Event::PingSuccess { ping: p, rtt, peer } if *p == ping && *peer == b => Some(*rtt),
+            _ => None,
+        })
+        .unwrap();
+    // The peer listed ping in identify, so the stream is lazy: one round trip.
+    assert_eq!(rtt, Duration::from_millis(80));
+}
+
+#[test]
+fn unknown_protocol_gets_na_and_the_connection_survives() {
+    let mut net = Net::new(2);
+    let conn = net.connect(0, 1);
+    let b = net.peer(1);
+    let stream = net.nodes[0]
+        .open_stream(net.now, b, ["/nope/1.0.0", "/nope/2.0.0"])
+        .unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(0, |e| matches!(e, Event::StreamOpenFailed { .. }))
+    });
+    assert!(net.has(0, |e| matches!(e, Event::StreamOpenFailed { stream: s, error: StreamOpenFailure::Negotiation(NegotiationError::NotAgreed) } if *s == stream)));
+    assert!(net.nodes[0].is_connected(&b));
+    net.nodes[0].ping(net.now, b).unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(0, |e| matches!(e, Event::PingSuccess { .. }))
+    });
+    assert_eq!(
+        net.nodes[0].connections_to(&b).collect::<Vec<_>>(),
+        vec![conn]
+    );
+}
+
+#[test]
+fn dial_expecting_the_wrong_peer_fails_with_a_typed_error() {
+    let mut net = Net::new(3);
+    let wrong = net.peer(2);
+    let dial = net.nodes[0]
+        .dial(net.now, Some(wrong), vec![tcp_addr(2)])
+        .unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(0, |e| matches!(e, Event::DialFailed { .. }))
+    });
+    let errors = net.events[0]
+        .iter()
+        .find_map(|e| match e {
+            Event::DialFailed {
+                dial: d, errors, ..
+            } if *d == dial => Some(errors.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0].1,
+        AttemptError::Upgrade(UpgradeError::Plaintext(PlaintextError::UnexpectedPeer {
+            expected: wrong,
+            actual: net.peer(1)
+        }))
+    );
+    // The connection was closed on both sides.
+    net.run_until(Duration::from_secs(1), |net| {
+        net.nodes.iter().all(|n| n.connection_count() == 0)
+    });
+}
+
+#[test]
+fn dial_tries_addresses_in_order_and_reports_each_failure() {
+    let mut net = Net::new(2);
+    let b = net.peer(1);
+    let dead = tcp_addr(77);
+    let live = with_p2p(&tcp_addr(2), b);
+    let dial = net.nodes[0]
+        .dial(net.now, None, vec![dead.clone(), live])
+        .unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(0, |e| matches!(e, Event::Dialed { .. }))
+    });
+    assert!(net.has(
+        0,
+        |e| matches!(e, Event::Dialed { dial: d, peer, .. } if *d == dial && *peer == b)
+    ));
+    // All addresses dead: one error per address, in order.
+    let c = net.peer(1);
+    let existing = net.connect_conn(0, 1);
+    net.nodes[0].close_connection(existing);
+    net.run_until(Duration::from_secs(1), |net| {
+        net.nodes[0].connection_count() == 0
+    });
+    let dial = net.nodes[0]
+        .dial(net.now, Some(c), vec![tcp_addr(50), tcp_addr(51)])
+        .unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(0, |e| matches!(e, Event::DialFailed { .. }))
+    });
+    let errors = net.events[0]
+        .iter()
+        .find_map(|e| match e {
+            Event::DialFailed {
+                dial: d, errors, ..
+            } if *d == dial => Some(errors.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        errors,
+        vec![
+            (
+                tcp_addr(50),
+                AttemptError::Transport(TransportError::Refused)
+            ),
+            (
+                tcp_addr(51),
+                AttemptError::Transport(TransportError::Refused)
+            )
+        ]
+    );
+}
+
+impl Net {
+    fn connect_conn(&self, i: usize, j: usize) -> ConnectionId {
+        self.nodes[i].connections_to(&self.peer(j)).next().unwrap()
+    }
+}
+
+#[test]
+fn dialing_a_connected_peer_reuses_the_connection() {
+    let mut net = Net::new(2);
+    let conn = net.connect(0, 1);
+    let b = net.peer(1);
+    let dial = net.nodes[0].dial(net.now, Some(b), vec![]).unwrap();
+    assert_eq!(
+        net.nodes[0].poll_event(),
+        Some(Event::Dialed {
+            dial,
+            peer: b,
+            conn
+        })
+    );
+    let me = net.peer(0);
+    assert_eq!(
+        net.nodes[0].dial(net.now, Some(me), vec![tcp_addr(1)]),
+        Err(DialError::DialSelf)
+    );
+}
+
+#[test]
+fn connect_timeout_moves_to_the_next_address() {
+    let mut net = Net::new(2);
+    let b = net.peer(1);
+    let dial = net.nodes[0]
+        .dial(net.now, Some(b), vec![tcp_addr(60), tcp_addr(2)])
+        .unwrap();
+    // Swallow the first Connect: the attempt never completes.
+    let first = net.nodes[0].poll_action();
+    assert!(matches!(first, Some(Action::Connect { ref addr, .. }) if *addr == tcp_addr(60)));
+    net.run_until(Duration::from_secs(20), |net| {
+        net.has(0, |e| matches!(e, Event::Dialed { .. }))
+    });
+    assert!(net.now >= Instant::ZERO + Duration::from_secs(15));
+    assert!(net.has(
+        0,
+        |e| matches!(e, Event::Dialed { dial: d, .. } if *d == dial)
+    ));
+}
+
+#[test]
+fn per_peer_connection_limit() {
+    let mut net = Net::new(2);
+    net.nodes[0].config.max_connections_per_peer = 1;
+    net.connect(0, 1);
+    let b = net.peer(1);
+    // A second dial for the peer answers with the existing connection, but a
+    // dial without a peer id makes a second connection, which is refused.
+    let dial = net.nodes[0].dial(net.now, None, vec![tcp_addr(2)]).unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(0, |e| matches!(e, Event::DialFailed { .. }))
+    });
+    assert!(net.has(0, |e| matches!(e, Event::DialFailed { dial: d, errors, .. } if *d == dial && errors[0].1 == AttemptError::PeerLimit)));
+    assert_eq!(net.nodes[0].connections_to(&b).count(), 1);
+}
+
+#[test]
+fn protect_and_unprotect() {
+    let mut net = Net::new(1);
+    let p = Keypair::from_secret_bytes([9; 32]).peer_id();
+    let node = &mut net.nodes[0];
+    node.protect(p, "relay");
+    node.protect(p, "bootstrap");
+    assert!(node.is_protected(&p));
+    assert!(node.unprotect(&p, "relay"));
+    assert!(!node.unprotect(&p, "bootstrap"));
+    assert!(!node.is_protected(&p));
+}
+
+#[test]
+fn bad_configuration_is_refused() {
+    let mut config = Config::new(Keypair::from_secret_bytes([1; 32]));
+    config.security.clear();
+    assert_eq!(
+        Node::new(Instant::ZERO, config).unwrap_err(),
+        ConfigError::NoSecurity
+    );
+    let mut config = Config::new(Keypair::from_secret_bytes([1; 32]));
+    config.max_connections = 0;
+    assert_eq!(
+        Node::new(Instant::ZERO, config).unwrap_err(),
+        ConfigError::Zero("max_connections")
+    );
+}
+
+#[test]
+fn garbage_from_a_peer_closes_only_that_connection() {
+    let mut net = Net::new(2);
+    let conn = net.nodes[1].handle_inbound(net.now, tcp_addr(9)).unwrap();
+    net.nodes[1].handle_read(net.now, conn, b"\x13/multistream/1.0.0\n\x05junk\n");
+    let mut closed = false;
+    while let Some(a) = net.nodes[1].poll_action() {
+        closed |= a == Action::Close { conn };
+    }
+    assert!(closed);
+    assert!(core::iter::from_fn(|| net.nodes[1].poll_event())
+        .any(|e| matches!(e, Event::InboundUpgradeFailed { conn: c, .. } if c == conn)));
+}
+
+#[test]
+fn upgrade_timeout_closes_a_silent_connection() {
+    let mut net = Net::new(1);
+    let conn = net.nodes[0].handle_inbound(net.now, tcp_addr(9)).unwrap();
+    let t = net.nodes[0].poll_timeout().unwrap();
+    assert_eq!(t, Instant::ZERO + Duration::from_secs(10));
+    net.nodes[0].handle_timeout(t);
+    assert!(core::iter::from_fn(|| net.nodes[0].poll_action()).any(|a| a == Action::Close { conn }));
+}

@@ -1,0 +1,7 @@
+//! Built-in protocols the node serves on every connection: identify and ping.
+//!
+//! These modules hold the wire formats and constants; the node drives them
+//! over negotiated streams.
+
+pub mod identify;
+pub mod ping;
