@@ -574,6 +574,63 @@ pub fn classify_multiaddr(addr: &multiaddr::Multiaddr) -> Result<AddrInfo, AddrE
     Ok(classifier.finish())
 }
 
+/// Where a TCP address points: `/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>`,
+/// optionally followed by `/p2p/<id>`.
+#[cfg(feature = "std")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpTarget {
+    /// An IP socket address.
+    Ip(std::net::SocketAddr),
+    /// A DNS name to resolve, and the port.
+    Dns(std::string::String, u16),
+}
+
+/// Reads a binary multiaddr as a TCP target; `None` for anything else
+/// (other transports, relays, trailing components).
+#[cfg(feature = "std")]
+pub fn tcp_target(bytes: &[u8]) -> Option<TcpTarget> {
+    use std::net::SocketAddr;
+    let mut it = components(bytes);
+    let host = it.next()?.ok()?;
+    let Component::Tcp(port) = it.next()?.ok()? else {
+        return None;
+    };
+    match it.next() {
+        None | Some(Ok(Component::P2p(_))) => {}
+        _ => return None,
+    }
+    if it.next().is_some() {
+        return None;
+    }
+    Some(match host {
+        Component::Ip4(ip) => TcpTarget::Ip(SocketAddr::new(IpAddr::V4(ip), port)),
+        Component::Ip6(ip) => TcpTarget::Ip(SocketAddr::new(IpAddr::V6(ip), port)),
+        Component::Dns(DnsKind::Dns | DnsKind::Dns4 | DnsKind::Dns6, name) => {
+            TcpTarget::Dns(name.into(), port)
+        }
+        _ => return None,
+    })
+}
+
+/// The binary multiaddr `/ip4|ip6/<ip>/tcp/<port>` of a socket address.
+#[cfg(feature = "std")]
+pub fn tcp_multiaddr(addr: std::net::SocketAddr) -> alloc::vec::Vec<u8> {
+    let mut out = alloc::vec::Vec::with_capacity(20);
+    match addr.ip() {
+        IpAddr::V4(v4) => {
+            varint::push(code::IP4, &mut out);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            varint::push(code::IP6, &mut out);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+    varint::push(code::TCP, &mut out);
+    out.extend_from_slice(&addr.port().to_be_bytes());
+    out
+}
+
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
@@ -653,6 +710,40 @@ mod tests {
             (Transport::QuicV1, Some(relay))
         );
         assert!(info.is_ipv6() && !info.is_ipv4() && info.is_private());
+    }
+
+    #[test]
+    fn tcp_targets() {
+        let v4: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+        assert_eq!(
+            tcp_target(&v4.to_vec()),
+            Some(TcpTarget::Ip("127.0.0.1:4001".parse().unwrap()))
+        );
+        assert_eq!(
+            tcp_multiaddr("127.0.0.1:4001".parse().unwrap()),
+            v4.to_vec()
+        );
+        let v6: Multiaddr = "/ip6/::1/tcp/5".parse().unwrap();
+        assert_eq!(tcp_multiaddr("[::1]:5".parse().unwrap()), v6.to_vec());
+        let with_id: Multiaddr = format!("/ip6/::1/tcp/5/p2p/{RELAY}").parse().unwrap();
+        assert_eq!(
+            tcp_target(&with_id.to_vec()),
+            Some(TcpTarget::Ip("[::1]:5".parse().unwrap()))
+        );
+        let dns: Multiaddr = "/dns4/example.com/tcp/443".parse().unwrap();
+        assert_eq!(
+            tcp_target(&dns.to_vec()),
+            Some(TcpTarget::Dns("example.com".into(), 443))
+        );
+        for other in [
+            "/ip4/1.2.3.4/udp/1/quic-v1",
+            "/ip4/1.2.3.4/tcp/1/ws",
+            "/dnsaddr/x.io",
+            "/ip4/1.2.3.4",
+        ] {
+            let ma: Multiaddr = other.parse().unwrap();
+            assert_eq!(tcp_target(&ma.to_vec()), None, "{other}");
+        }
     }
 
     #[test]

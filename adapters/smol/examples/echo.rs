@@ -1,135 +1,203 @@
 //! The echo demo.
 //!
-//! Until the node and the socket adapters land, this runs the connection
-//! upgrade in memory: two identities, multistream-select into
-//! `/plaintext/2.0.0`, the plaintext handshake, then multistream-select of
-//! `/echo/1.0.0` on the authenticated channel and an echo of one message.
-//! Every byte goes through the real sans-IO machines; only the sockets are
-//! replaced by two in-memory buffers.
+//! ```text
+//! echo                 listener and dialer in one process, over loopback TCP
+//! echo -l PORT         listen on /ip4/127.0.0.1/tcp/PORT and echo /echo/1.0.0 streams
+//! echo -d MULTIADDR    dial, send "Hello, world!\n" on /echo/1.0.0, print the reply
+//! options: --seed N (0-255: identity from 32 bytes of N), --insecure (plaintext)
+//! ```
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use sansp2p::multistream::{self, Negotiator};
-use sansp2p::security::plaintext::{self, Handshake};
-use sansp2p::{Keypair, PeerId};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use sansp2p::protocols::identify;
+use sansp2p_smol::{new_host, random_keypair, Config, Host, Multiaddr};
 
-/// One side of the in-memory connection: what it has written and not yet
-/// been read by the other side.
-#[derive(Default)]
-struct Pipe {
-    bytes: Vec<u8>,
+const ECHO: &str = "/echo/1.0.0";
+const MESSAGE: &[u8] = b"Hello, world!\n";
+
+#[derive(Debug, Default)]
+struct Args {
+    listen: Option<u16>,
+    dial: Option<Multiaddr>,
+    seed: Option<u8>,
+    insecure: bool,
 }
 
-impl Pipe {
-    fn take(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.bytes)
-    }
-}
-
-fn negotiate(
-    label: &str,
-    dialer: &mut Negotiator,
-    listener: &mut Negotiator,
-    d_out: &mut Pipe,
-    l_out: &mut Pipe,
-) -> Result<String, String> {
-    let mut agreed = (None, None);
-    for _ in 0..16 {
-        dialer.poll_transmit(&mut d_out.bytes);
-        listener.poll_transmit(&mut l_out.bytes);
-        let to_l = d_out.take();
-        let n = listener.handle_read(&to_l);
-        d_out.bytes.extend_from_slice(&to_l[n..]);
-        let to_d = l_out.take();
-        let n = dialer.handle_read(&to_d);
-        l_out.bytes.extend_from_slice(&to_d[n..]);
-        for (side, machine) in [(0, &mut *dialer), (1, &mut *listener)] {
-            while let Some(event) = machine.poll_event() {
-                match event {
-                    multistream::Event::Negotiated { protocol } => {
-                        if side == 0 {
-                            agreed.0 = Some(protocol)
-                        } else {
-                            agreed.1 = Some(protocol)
-                        }
-                    }
-                    multistream::Event::Failed(e) => return Err(format!("{label}: {e}")),
-                    _ => {}
-                }
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args::default();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "-l" | "--listen" => {
+                let v = value("-l")?;
+                args.listen = Some(v.parse().map_err(|_| format!("-l: not a port: {v:?}"))?);
             }
-        }
-        if let (Some(a), Some(b)) = (&agreed.0, &agreed.1) {
-            if dialer.is_finished() && listener.is_finished() {
-                assert_eq!(a, b);
-                return Ok(a.to_string());
+            "-d" | "--dial" => {
+                let v = value("-d")?;
+                args.dial = Some(
+                    v.parse()
+                        .map_err(|e| format!("-d: not a multiaddr: {v:?} ({e})"))?,
+                );
             }
+            "--seed" => {
+                let v = value("--seed")?;
+                args.seed = Some(
+                    v.parse()
+                        .map_err(|_| format!("--seed: not a number from 0 to 255: {v:?}"))?,
+                );
+            }
+            "--insecure" => args.insecure = true,
+            "-h" | "--help" => {
+                return Err("usage: echo [-l PORT | -d MULTIADDR] [--seed N] [--insecure]".into())
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
-    Err(format!("{label}: negotiation did not finish"))
+    if args.listen.is_some() && args.dial.is_some() {
+        return Err("-l and -d exclude each other".into());
+    }
+    Ok(args)
 }
 
-fn secure(
-    dialer: &mut Handshake,
-    listener: &mut Handshake,
-    d_out: &mut Pipe,
-    l_out: &mut Pipe,
-) -> Result<(PeerId, PeerId), String> {
-    dialer.poll_transmit(&mut d_out.bytes);
-    listener.poll_transmit(&mut l_out.bytes);
-    let to_l = d_out.take();
-    let n = listener.handle_read(&to_l);
-    d_out.bytes.extend_from_slice(&to_l[n..]);
-    let to_d = l_out.take();
-    let n = dialer.handle_read(&to_d);
-    l_out.bytes.extend_from_slice(&to_d[n..]);
-    let outcome = |h: &mut Handshake| match h.poll_event() {
-        Some(plaintext::Event::Done { peer, .. }) => Ok(peer),
-        Some(plaintext::Event::Failed(e)) => Err(format!("plaintext: {e}")),
-        _ => Err("plaintext: handshake did not finish".to_string()),
+fn host(seed: Option<u8>) -> Result<Host, String> {
+    let key = match seed {
+        Some(n) => sansp2p::Keypair::from_secret_bytes([n; 32]),
+        None => random_keypair(),
     };
-    Ok((outcome(dialer)?, outcome(listener)?))
+    // Plaintext is the only security protocol until noise lands, so
+    // --insecure changes nothing yet; it is accepted for forward
+    // compatibility with scripts.
+    new_host(Config::new(key)).map_err(|e| e.to_string())
 }
 
-fn run() -> Result<(), String> {
-    if let Some(arg) = std::env::args().nth(1) {
-        return Err(format!(
-            "unsupported argument {arg:?}: until the socket adapters land, the demo runs in memory only"
-        ));
+fn show_identify(who: &str, info: &identify::Info) {
+    let addrs: Vec<String> = info
+        .listen_addrs
+        .iter()
+        .map(|a| {
+            Multiaddr::try_from(a.clone())
+                .map(|m| m.to_string())
+                .unwrap_or_else(|_| "?".into())
+        })
+        .collect();
+    println!(
+        "{who} learned by identify: agent {:?}, protocol version {:?}",
+        info.agent_version, info.protocol_version
+    );
+    println!("    protocols: {}", info.protocols.join(" "));
+    println!("    listen addrs: {}", addrs.join(" "));
+    if let Some(obs) = info
+        .observed_addr
+        .clone()
+        .and_then(|a| Multiaddr::try_from(a).ok())
+    {
+        println!("    observed us at: {obs}");
     }
-    let listener_key = Keypair::from_secret_bytes([2; 32]);
-    let dialer_key = Keypair::from_secret_bytes([1; 32]);
-    println!("listener peer id: {}", listener_key.peer_id());
-    println!("dialer   peer id: {}", dialer_key.peer_id());
-    println!("transport: in-memory pipe (socket adapters come with the node)");
+}
 
-    let (mut d_out, mut l_out) = (Pipe::default(), Pipe::default());
-    let mut d = Negotiator::dialer([plaintext::PROTOCOL]).map_err(|e| e.to_string())?;
-    let mut l = Negotiator::listener([plaintext::PROTOCOL]).map_err(|e| e.to_string())?;
-    let security = negotiate("security", &mut d, &mut l, &mut d_out, &mut l_out)?;
-    println!("negotiated security: {security}");
+async fn serve_echo(host: Host) -> Result<(), String> {
+    let incoming = host.accept(ECHO).map_err(|e| e.to_string())?;
+    while let Some((_peer, mut stream)) = incoming.next().await {
+        smol::spawn(async move {
+            let mut buf = Vec::new();
+            if stream.read_to_end(&mut buf).await.is_ok() {
+                let _ = stream.write_all(&buf).await;
+            }
+            let _ = stream.close().await;
+        })
+        .detach();
+    }
+    Ok(())
+}
 
-    let mut dh = Handshake::new(&dialer_key.public(), Some(listener_key.peer_id()));
-    let mut lh = Handshake::new(&listener_key.public(), None);
-    let (dialer_sees, listener_sees) = secure(&mut dh, &mut lh, &mut d_out, &mut l_out)?;
-    println!("dialer authenticated the listener as {dialer_sees}");
-    println!("listener authenticated the dialer as {listener_sees}");
-
-    let mut d = Negotiator::dialer_with(["/echo/1.0.0"], multistream::Config::lazy())
+async fn echo_once(host: &Host, peer: sansp2p::PeerId) -> Result<Vec<u8>, String> {
+    let mut stream = host
+        .open_stream(peer, ECHO)
+        .await
         .map_err(|e| e.to_string())?;
-    let mut l = Negotiator::listener(["/echo/1.0.0"]).map_err(|e| e.to_string())?;
-    let app = negotiate("application", &mut d, &mut l, &mut d_out, &mut l_out)?;
-    println!("negotiated application protocol: {app} (lazy)");
+    stream.write_all(MESSAGE).await.map_err(|e| e.to_string())?;
+    stream.close().await.map_err(|e| e.to_string())?;
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(reply)
+}
 
-    d_out.bytes.extend_from_slice(b"Hello, world!\n");
-    let request = d_out.take();
-    l_out.bytes.extend_from_slice(&request);
-    let reply = l_out.take();
+async fn listen(args: &Args, port: u16) -> Result<(), String> {
+    let host = host(args.seed)?;
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("valid");
+    let bound = host.listen(&addr).await.map_err(|e| e.to_string())?;
+    println!("I am {bound}/p2p/{}", host.local_peer_id());
+    serve_echo(host).await
+}
+
+async fn dial(args: &Args, addr: &Multiaddr) -> Result<(), String> {
+    let host = host(args.seed)?;
+    let peer = host.dial(addr).await.map_err(|e| e.to_string())?;
+    let reply = echo_once(&host, peer).await?;
     println!("read reply: {:?}", String::from_utf8_lossy(&reply));
     Ok(())
 }
 
+async fn both(args: &Args) -> Result<(), String> {
+    let listener = host(args.seed)?;
+    let dialer = host(args.seed.map(|n| n.wrapping_add(1)))?;
+    let bound = listener
+        .listen(&"/ip4/127.0.0.1/tcp/0".parse().expect("valid"))
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("listener: {} at {bound}", listener.local_peer_id());
+    println!("dialer:   {}", dialer.local_peer_id());
+    smol::spawn(serve_echo(listener.clone())).detach();
+
+    let target: Multiaddr = format!("{bound}/p2p/{}", listener.local_peer_id())
+        .parse()
+        .expect("valid");
+    let peer = dialer.dial(&target).await.map_err(|e| e.to_string())?;
+    for conn in dialer.connections(&peer) {
+        println!(
+            "connected: security {}, muxer {}",
+            conn.security.protocol(),
+            conn.muxer
+        );
+    }
+    let timeout = Duration::from_secs(5);
+    let info = dialer
+        .wait_identified(&peer, timeout)
+        .await
+        .ok_or("the listener did not identify")?;
+    show_identify("dialer", &info);
+    let info = listener
+        .wait_identified(&dialer.local_peer_id(), timeout)
+        .await
+        .ok_or("the dialer did not identify")?;
+    show_identify("listener", &info);
+    let rtt = dialer.ping(peer).await.map_err(|e| e.to_string())?;
+    println!("ping: {rtt:?}");
+    let reply = echo_once(&dialer, peer).await?;
+    println!("read reply: {:?}", String::from_utf8_lossy(&reply));
+    if reply != MESSAGE {
+        return Err("the echo differs from what was sent".into());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    match run() {
+    let result = parse_args().and_then(|args| {
+        smol::block_on(async {
+            match (&args.listen, &args.dial) {
+                (Some(port), _) => listen(&args, *port).await,
+                (_, Some(addr)) => dial(&args, addr).await,
+                _ => both(&args).await,
+            }
+        })
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -255,6 +255,27 @@ impl Node {
         Ok(())
     }
 
+    /// Hands a stream back to the node: our side is closed (after what was
+    /// written), anything the peer still sends is discarded, and the stream
+    /// is freed once the peer closes too. For handles dropped without reading
+    /// to the end.
+    pub fn stream_detach(&mut self, now: Instant, stream: StreamHandle) {
+        self.now = now;
+        let Ok((session, st)) = self.stream_parts(stream) else {
+            return;
+        };
+        st.kind = Kind::Drain;
+        st.user_visible = false;
+        st.pending = Bytes::new();
+        if st.out.is_empty() {
+            let _ = session.close(yamux_id(stream));
+        } else {
+            st.close_after_out = true;
+        }
+        self.pump(stream);
+        self.after_session_command(stream.conn);
+    }
+
     /// Resets a stream (RST); it is gone at once.
     pub fn stream_reset(&mut self, now: Instant, stream: StreamHandle) {
         self.now = now;
@@ -523,6 +544,11 @@ impl Node {
             let Some(event) = neg.poll_event() else {
                 if neg.is_finished() {
                     st.neg = None;
+                    if matches!(st.kind, Kind::User) && st.user_visible {
+                        // A lazy stream got its confirmation (maybe with data
+                        // behind it): whoever waits to read may go on.
+                        self.events.push_back(Event::StreamReadable { stream });
+                    }
                 }
                 return;
             };

@@ -19,7 +19,8 @@ pub struct Config {
     /// Inbound SYNs beyond it are answered with RST; `open_stream` fails with
     /// `TooManyStreams`. Default 512 (rust-yamux).
     pub max_streams: usize,
-    /// Streams we opened that the peer has not acknowledged yet. Beyond it
+    /// Streams we opened that the peer has not acknowledged yet (a value above
+    /// `max_streams` simply never binds, likewise for `accept_backlog`). Beyond it
     /// `open_stream` is refused with `OpenError::AckBacklogFull` (not queued).
     /// Default 256 (spec).
     pub ack_backlog: usize,
@@ -52,8 +53,9 @@ pub struct Config {
     /// Pongs waiting to be transmitted; at the limit `handle_read` stops
     /// consuming until `poll_transmit` drains them. Default 64.
     pub max_queued_pongs: usize,
-    /// RSTs (refused SYNs, resets) waiting to be transmitted; at the limit
-    /// `handle_read` stops consuming. Default 256.
+    /// RSTs refusing the peer's SYNs (backlog or stream limit, after our
+    /// GoAway) waiting to be transmitted; at the limit `handle_read` stops
+    /// consuming. RSTs of `reset`/`reject` are not counted. Default 256.
     pub max_queued_resets: usize,
     /// Application pings (`Session::ping`) awaiting their pong. Default 16.
     pub max_outstanding_pings: usize,
@@ -114,12 +116,6 @@ impl Config {
                 needed,
             });
         }
-        if self.ack_backlog > self.max_streams {
-            return Err(ConfigError::BacklogAboveMaxStreams("ack_backlog"));
-        }
-        if self.accept_backlog > self.max_streams {
-            return Err(ConfigError::BacklogAboveMaxStreams("accept_backlog"));
-        }
         if self.max_frame_body < 16 * 1024 {
             return Err(ConfigError::FrameBodyTooSmall(self.max_frame_body));
         }
@@ -172,10 +168,6 @@ mod tests {
             bad(|c| c.receive_budget = 1),
             ConfigError::BudgetTooSmall { .. }
         ));
-        assert_eq!(
-            bad(|c| c.accept_backlog = 10_000),
-            ConfigError::BacklogAboveMaxStreams("accept_backlog")
-        );
         assert!(matches!(
             bad(|c| c.split_send_size = 2 << 20),
             ConfigError::SplitAboveFrameBody { .. }

@@ -65,9 +65,6 @@ pub enum ConfigError {
         /// `initial_window * max_streams`.
         needed: u64,
     },
-    /// A backlog larger than `max_streams` could never fill.
-    #[error("`{0}` exceeds max_streams")]
-    BacklogAboveMaxStreams(&'static str),
     /// `split_send_size` larger than `max_frame_body`: we would send frames we
     /// ourselves refuse to read.
     #[error("split_send_size {split} exceeds max_frame_body {max_body}")]

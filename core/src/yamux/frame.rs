@@ -3,10 +3,9 @@
 //! Wire layout (REFERENCE.md, yamux; all fields big-endian):
 //!
 //! ```text
-//! 0        1        2                 4                                 8                                 12
-//! +--------+--------+--------+--------+--------+--------+--------+--------+--------+--------+--------+--------+
-//! | version|  type  |      flags      |            stream id              |              length               |
-//! +--------+--------+--------+--------+--------+--------+--------+--------+--------+--------+--------+--------+
+//! byte  0         1        2..4         4..8            8..12
+//!       version   type     flags        stream id       length
+//!       u8 (=0)   u8       u16          u32             u32
 //! ```
 //!
 //! [`Header`] is an enum with one variant per frame type, so the combinations

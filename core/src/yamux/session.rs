@@ -210,7 +210,9 @@ pub struct Session {
     /// Last time any byte arrived.
     last_rx: Instant,
     /// Session-level frames (pings, pongs, GoAway, RSTs of gone streams).
-    ctrl: VecDeque<Header>,
+    /// Each with `true` when it is an RST refusing a peer's SYN (counted
+    /// against `max_queued_resets`).
+    ctrl: VecDeque<(Header, bool)>,
     queued_pongs: usize,
     queued_resets: usize,
     /// Streams with a stream-control frame due.
@@ -365,6 +367,7 @@ impl Session {
     /// `max_queued_pongs` pongs or `max_queued_resets` RSTs wait for
     /// [`poll_transmit`](Self::poll_transmit): drain it and offer the rest
     /// again. After the session closed, everything is consumed and ignored.
+    #[must_use = "bytes not consumed must be offered again"]
     pub fn handle_read(&mut self, now: Instant, data: &[u8]) -> usize {
         self.advance(now);
         if self.closed {
@@ -690,14 +693,15 @@ impl Session {
 
     /// Takes up to `max` buffered bytes of a stream without copying them.
     ///
-    /// `Ok(None)` is end-of-stream; otherwise as [`read`](Self::read).
+    /// `Ok(None)` is end-of-stream; `max == 0` yields an empty chunk without
+    /// looking further; otherwise as [`read`](Self::read).
     pub fn read_chunk(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, ReadError> {
         let s = self.readable_stream(id)?;
-        if s.recv_buf.is_empty() {
-            return self.read_empty(id).map(|()| None);
-        }
         if max == 0 {
             return Ok(Some(Bytes::new()));
+        }
+        if s.recv_buf.is_empty() {
+            return self.read_empty(id).map(|()| None);
         }
         let n = max.min(s.recv_buf.len());
         let chunk = s.recv_buf.split_to(n).freeze();
@@ -776,7 +780,7 @@ impl Session {
             return Err(GoAwayError::AlreadySent);
         }
         self.local_go_away = Some(code);
-        self.ctrl.push_back(Header::GoAway { code });
+        self.ctrl.push_back((Header::GoAway { code }, false));
         self.check_drained();
         Ok(())
     }
@@ -788,6 +792,7 @@ impl Session {
     /// Zero-copy: a Data frame's payload is a slice of the stream's send
     /// buffer. Write `header` then `payload` (a vectored write suits). `now`
     /// timestamps pings as they leave, so RTT samples exclude our own queue.
+    #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         self.advance(now);
         self.next_frame(usize::MAX)
@@ -817,6 +822,7 @@ impl Session {
     }
 
     /// The next event, or `None`.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front()?;
         if let Event::StreamReset { id, .. } = event {
@@ -831,6 +837,7 @@ impl Session {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) wants to run next.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed {
             return None;
@@ -922,7 +929,7 @@ impl Session {
         let pongs = self
             .ctrl
             .iter()
-            .filter(|h| {
+            .filter(|(h, _)| {
                 matches!(
                     h,
                     Header::Ping {
@@ -936,12 +943,37 @@ impl Session {
         let resets = self
             .ctrl
             .iter()
-            .filter(|h| matches!(h, Header::WindowUpdate { flags, .. } if flags.rst))
+            .filter(|(h, refusal)| {
+                *refusal && matches!(h, Header::WindowUpdate { flags, .. } if flags.rst)
+            })
             .count();
         assert_eq!(resets, self.queued_resets, "reset accounting");
         assert!(self.queued_pongs <= self.config.max_queued_pongs + 1);
         assert!(self.queued_resets <= self.config.max_queued_resets + 1);
         assert!(self.pings.len() <= self.config.max_outstanding_pings + 2);
+    }
+
+    /// Estimated bytes of memory this session holds: the struct itself, its
+    /// tables and queues (by capacity) and every stream buffer (by capacity).
+    /// Buffers shared with `Bytes` handed out are counted in full.
+    #[doc(hidden)]
+    pub fn memory_footprint(&self) -> usize {
+        use core::mem::size_of;
+        let table = self.streams.capacity() * (size_of::<(u32, Stream)>() + 1);
+        let buffers: usize = self
+            .streams
+            .values()
+            .map(|s| s.send_buf.capacity() + s.recv_buf.capacity())
+            .sum();
+        let queues = (self.stream_ctrl.capacity() + self.data_q.capacity()) * size_of::<u32>()
+            + self.ctrl.capacity() * size_of::<(Header, bool)>()
+            + self.events.capacity() * size_of::<Event>()
+            + if self.pings.spilled() {
+                self.pings.capacity() * size_of::<PendingPing>()
+            } else {
+                0
+            };
+        size_of::<Session>() + table + buffers + queues
     }
 
     /// Sets the next stream id to open (tests of id exhaustion only). The
@@ -969,10 +1001,13 @@ impl Session {
             sent: None,
             user,
         });
-        self.ctrl.push_back(Header::Ping {
-            kind: PingKind::Request,
-            opaque,
-        });
+        self.ctrl.push_back((
+            Header::Ping {
+                kind: PingKind::Request,
+                opaque,
+            },
+            false,
+        ));
     }
 
     /// When the oldest ping on the wire times out: `ping_timeout` after it
@@ -1001,7 +1036,7 @@ impl Session {
             if self.local_go_away.is_none() {
                 self.local_go_away = Some(code);
             }
-            self.ctrl.push_back(Header::GoAway { code });
+            self.ctrl.push_back((Header::GoAway { code }, false));
         }
         self.close_error = Some(error.clone());
         self.events.push_back(Event::Closed { error: Some(error) });
@@ -1013,10 +1048,13 @@ impl Session {
                 kind: PingKind::Request,
                 opaque,
             } => {
-                self.ctrl.push_back(Header::Ping {
-                    kind: PingKind::Response,
-                    opaque,
-                });
+                self.ctrl.push_back((
+                    Header::Ping {
+                        kind: PingKind::Response,
+                        opaque,
+                    },
+                    false,
+                ));
                 self.queued_pongs += 1;
                 Ok(())
             }
@@ -1108,7 +1146,7 @@ impl Session {
                 || self.streams.len() >= self.config.max_streams
                 || self.pending_accept >= self.config.accept_backlog;
             if refuse {
-                self.queue_rst(id, 0);
+                self.queue_rst(id, 0, true);
                 if is_data {
                     self.expect_body(None, len, false);
                 }
@@ -1270,18 +1308,23 @@ impl Session {
         };
         let peer_knows = s.open != Open::SynQueued && s.recv != Recv::Reset;
         if peer_knows && !self.closed {
-            self.queue_rst(id, code);
+            self.queue_rst(id, code, false);
         }
         self.free(id, false);
     }
 
-    fn queue_rst(&mut self, id: StreamId, code: u32) {
-        self.ctrl.push_back(Header::WindowUpdate {
+    /// Queues an RST; `refusal` when it answers a SYN we refuse (those are
+    /// peer-driven and count against `max_queued_resets`).
+    fn queue_rst(&mut self, id: StreamId, code: u32, refusal: bool) {
+        let rst = Header::WindowUpdate {
             stream: id,
             flags: StreamFlags::RST,
             delta: code,
-        });
-        self.queued_resets += 1;
+        };
+        self.ctrl.push_back((rst, refusal));
+        if refusal {
+            self.queued_resets += 1;
+        }
     }
 
     /// The application consumed `n` bytes of a stream: maybe grant window.
@@ -1393,7 +1436,10 @@ impl Session {
 
     /// Produces the next frame; Data payloads are at most `max_payload` bytes.
     fn next_frame(&mut self, max_payload: usize) -> Option<Transmit> {
-        if let Some(h) = self.ctrl.pop_front() {
+        if let Some((h, refusal)) = self.ctrl.pop_front() {
+            if refusal {
+                self.queued_resets -= 1;
+            }
             match h {
                 Header::Ping {
                     kind: PingKind::Request,
@@ -1407,7 +1453,6 @@ impl Session {
                     kind: PingKind::Response,
                     ..
                 } => self.queued_pongs -= 1,
-                Header::WindowUpdate { .. } => self.queued_resets -= 1,
                 _ => {}
             }
             self.stats.frames_sent += 1;

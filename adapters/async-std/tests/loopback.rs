@@ -1,0 +1,39 @@
+//! The async-std shim over real loopback TCP: the shared binding runs on
+//! async-std's executor.
+
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use sansp2p::Keypair;
+use sansp2p_async_std::{new_host, Config};
+
+#[test]
+fn echo_and_ping_on_async_std() {
+    async_std::task::block_on(async_std::future::timeout(Duration::from_secs(30), async {
+        let a = new_host(Config::new(Keypair::from_secret_bytes([1; 32]))).unwrap();
+        let b = new_host(Config::new(Keypair::from_secret_bytes([2; 32]))).unwrap();
+        let incoming = b.accept("/echo/1.0.0").unwrap();
+        async_std::task::spawn(async move {
+            while let Some((_, mut s)) = incoming.next().await {
+                let mut buf = Vec::new();
+                s.read_to_end(&mut buf).await.unwrap();
+                s.write_all(&buf).await.unwrap();
+                s.close().await.unwrap();
+            }
+        });
+        let addr = b
+            .listen(&"/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .await
+            .unwrap();
+        let peer = a.dial(&addr).await.unwrap();
+        assert_eq!(peer, b.local_peer_id());
+        assert!(a.ping(peer).await.unwrap() < Duration::from_secs(1));
+        let mut s = a.open_stream(peer, "/echo/1.0.0").await.unwrap();
+        s.write_all(b"Hello, world!\n").await.unwrap();
+        s.close().await.unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"Hello, world!\n");
+    }))
+    .expect("test timed out");
+}

@@ -1,0 +1,208 @@
+//! Two `MioNode`s sharing one mio `Poll` over loopback TCP: a 1 MiB echo
+//! through the non-blocking stream API, a ping, and a refused dial.
+
+use std::time::{Duration, Instant as StdInstant};
+
+use mio::{Events, Poll, Token};
+use sansp2p::node::{Config, Event, StreamError, StreamHandle};
+use sansp2p::Keypair;
+use sansp2p_mio::MioNode;
+
+const ECHO: &str = "/echo/1.0.0";
+
+struct Loop {
+    poll: Poll,
+    events: Events,
+    nodes: [MioNode; 2],
+    log: [Vec<Event>; 2],
+}
+
+impl Loop {
+    fn new() -> Self {
+        let mk = |seed: u8, token: usize| {
+            MioNode::new(
+                Config::new(Keypair::from_secret_bytes([seed; 32])),
+                Token(token),
+            )
+            .unwrap()
+        };
+        Loop {
+            poll: Poll::new().unwrap(),
+            events: Events::with_capacity(256),
+            nodes: [mk(1, 100), mk(2, 10_000)],
+            log: [Vec::new(), Vec::new()],
+        }
+    }
+
+    /// One turn: step both nodes, hand their events to `on_event`, then poll
+    /// (without sleeping if anything happened).
+    fn turn(&mut self, mut on_event: impl FnMut(usize, &mut MioNode, Event)) {
+        let mut timeout = None::<Duration>;
+        let mut handled = false;
+        for i in 0..2 {
+            let t = self.nodes[i].step(self.poll.registry()).unwrap();
+            timeout = [timeout, t].into_iter().flatten().min();
+            while let Some(e) = self.nodes[i].poll_event() {
+                handled = true;
+                self.log[i].push(e.clone());
+                on_event(i, &mut self.nodes[i], e);
+            }
+        }
+        let wait = if handled {
+            Some(Duration::ZERO)
+        } else {
+            timeout.or(Some(Duration::from_millis(50)))
+        };
+        self.poll.poll(&mut self.events, wait).unwrap();
+        for event in self.events.iter() {
+            let [a, b] = &mut self.nodes;
+            assert!(
+                a.handle_event(self.poll.registry(), event)
+                    || b.handle_event(self.poll.registry(), event)
+            );
+        }
+    }
+
+    fn until(&mut self, what: &str, mut f: impl FnMut(&mut Self) -> bool) {
+        let deadline = StdInstant::now() + Duration::from_secs(20);
+        while !f(self) {
+            assert!(StdInstant::now() < deadline, "timed out waiting for {what}");
+            self.turn(|_, _, _| {});
+        }
+    }
+}
+
+#[test]
+fn echo_one_mebibyte_and_ping_in_one_event_loop() {
+    let mut l = Loop::new();
+    l.nodes[1].node().register_protocol(ECHO).unwrap();
+    l.nodes[1]
+        .node()
+        .listen_on(sansp2p::addr::tcp_multiaddr("127.0.0.1:0".parse().unwrap()));
+    l.until("listening", |l| {
+        l.log[1]
+            .iter()
+            .any(|e| matches!(e, Event::Listening { .. }))
+    });
+    let addr = l.log[1].iter().find_map(|e| match e {
+        Event::Listening { addr, .. } => Some(addr.clone()),
+        _ => None,
+    });
+    let server = l.nodes[1].node().local_peer_id();
+    let now = l.nodes[0].now();
+    l.nodes[0]
+        .node()
+        .dial(now, Some(server), vec![addr.unwrap()])
+        .unwrap();
+    l.until("identify", |l| {
+        l.log[0]
+            .iter()
+            .any(|e| matches!(e, Event::Identified { .. }))
+    });
+
+    let now = l.nodes[0].now();
+    l.nodes[0].node().ping(now, server).unwrap();
+    l.until("pong", |l| {
+        l.log[0]
+            .iter()
+            .any(|e| matches!(e, Event::PingSuccess { .. }))
+    });
+
+    let data: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let now = l.nodes[0].now();
+    let stream = l.nodes[0].node().open_stream(now, server, [ECHO]).unwrap();
+    let (mut sent, mut closed) = (0, false);
+    let mut server_stream: Option<StreamHandle> = None;
+    let (mut echo_buf, mut server_eof, mut server_closed) = (Vec::new(), false, false);
+    let mut got = Vec::new();
+    let mut client_eof = false;
+    let deadline = StdInstant::now() + Duration::from_secs(20);
+    while !client_eof {
+        assert!(
+            StdInstant::now() < deadline,
+            "echo stalled at {} of {} bytes",
+            got.len(),
+            data.len()
+        );
+        // Client: write what fits, half-close, read the echo.
+        let c = &mut l.nodes[0];
+        let now = c.now();
+        while sent < data.len() {
+            match c.node().stream_write(now, stream, &data[sent..]) {
+                Ok(n) => sent += n,
+                Err(StreamError::WouldBlock) => break,
+                Err(e) => panic!("client write: {e}"),
+            }
+        }
+        if sent == data.len() && !closed {
+            c.node().stream_close(now, stream).unwrap();
+            closed = true;
+        }
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match c.node().stream_read(now, stream, &mut buf) {
+                Ok(0) => {
+                    client_eof = true;
+                    break;
+                }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(StreamError::WouldBlock | StreamError::NotOpen) => break,
+                Err(e) => panic!("client read: {e}"),
+            }
+        }
+        // Server: echo everything back, close after the client's FIN.
+        if let Some(s) = server_stream {
+            let srv = &mut l.nodes[1];
+            let now = srv.now();
+            while !server_eof {
+                match srv.node().stream_read(now, s, &mut buf) {
+                    Ok(0) => server_eof = true,
+                    Ok(n) => echo_buf.extend_from_slice(&buf[..n]),
+                    Err(StreamError::WouldBlock) => break,
+                    Err(e) => panic!("server read: {e}"),
+                }
+            }
+            while !echo_buf.is_empty() {
+                match srv.node().stream_write(now, s, &echo_buf) {
+                    Ok(n) => {
+                        echo_buf.drain(..n);
+                    }
+                    Err(StreamError::WouldBlock) => break,
+                    Err(e) => panic!("server write: {e}"),
+                }
+            }
+            if server_eof && echo_buf.is_empty() && !server_closed {
+                srv.node().stream_close(now, s).unwrap();
+                server_closed = true;
+            }
+        }
+        l.turn(|i, _, e| {
+            if let (1, Event::InboundStream { stream, .. }) = (i, e) {
+                server_stream = Some(stream);
+            }
+        });
+    }
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "echo differs");
+}
+
+#[test]
+fn dial_to_a_closed_port_fails() {
+    let mut l = Loop::new();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let now = l.nodes[0].now();
+    l.nodes[0]
+        .node()
+        .dial(now, None, vec![sansp2p::addr::tcp_multiaddr(free)])
+        .unwrap();
+    l.until("dial failure", |l| {
+        l.log[0]
+            .iter()
+            .any(|e| matches!(e, Event::DialFailed { .. }))
+    });
+}

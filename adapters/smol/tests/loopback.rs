@@ -1,0 +1,165 @@
+//! The smol adapter over real loopback TCP.
+
+use std::time::Duration;
+
+use futures_lite::future::FutureExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use sansp2p::Keypair;
+use sansp2p_smol::{new_host, Config, Host, Multiaddr};
+
+const ECHO: &str = "/echo/1.0.0";
+
+fn host(seed: u8) -> Host {
+    new_host(Config::new(Keypair::from_secret_bytes([seed; 32]))).unwrap()
+}
+
+/// Fails the test instead of hanging it.
+fn run<T>(fut: impl std::future::Future<Output = T>) -> T {
+    smol::block_on(fut.or(async {
+        smol::Timer::after(Duration::from_secs(30)).await;
+        panic!("test timed out");
+    }))
+}
+
+fn serve_echo(host: &Host) {
+    let incoming = host.accept(ECHO).unwrap();
+    smol::spawn(async move {
+        while let Some((_, mut s)) = incoming.next().await {
+            smol::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = s.close().await;
+            })
+            .detach();
+        }
+    })
+    .detach();
+}
+
+async fn listening(h: &Host) -> Multiaddr {
+    let addr = h
+        .listen(&"/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .await
+        .unwrap();
+    format!("{addr}/p2p/{}", h.local_peer_id()).parse().unwrap()
+}
+
+async fn echo(h: &Host, peer: sansp2p::PeerId, data: &[u8]) -> Vec<u8> {
+    let mut s = h.open_stream(peer, ECHO).await.unwrap();
+    let (mut r, mut w) = futures_lite::io::split(&mut s);
+    let write = async {
+        w.write_all(data).await.unwrap();
+        w.close().await.unwrap();
+    };
+    let read = async {
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    let ((), got) = futures_lite::future::zip(write, read).await;
+    got
+}
+
+#[test]
+fn dial_identify_ping_and_echo() {
+    run(async {
+        let (a, b) = (host(1), host(2));
+        serve_echo(&b);
+        let addr = listening(&b).await;
+        let peer = a.dial(&addr).await.unwrap();
+        assert_eq!(peer, b.local_peer_id());
+        let info = a
+            .wait_identified(&peer, Duration::from_secs(5))
+            .await
+            .expect("identified");
+        assert!(info.protocols.iter().any(|p| p == ECHO));
+        assert!(info.agent_version.starts_with("sansp2p/"));
+        let rtt = a.ping(peer).await.unwrap();
+        assert!(rtt < Duration::from_secs(1));
+        assert_eq!(echo(&a, peer, b"Hello, world!\n").await, b"Hello, world!\n");
+        let big: Vec<u8> = (0..(1 << 20))
+            .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect();
+        assert_eq!(echo(&a, peer, &big).await, big);
+        let conns = a.connections(&peer);
+        assert_eq!(conns.len(), 1);
+        assert_eq!(conns[0].muxer, "/yamux/1.0.0");
+    });
+}
+
+#[test]
+fn concurrent_streams_keep_their_bytes_apart() {
+    run(async {
+        let (a, b) = (host(3), host(4));
+        serve_echo(&b);
+        let addr = listening(&b).await;
+        let peer = a.dial(&addr).await.unwrap();
+        let tasks: Vec<_> = (0..32u8)
+            .map(|i| {
+                let a = a.clone();
+                smol::spawn(async move {
+                    let data: Vec<u8> = (0..64 * 1024).map(|j: u32| (j as u8) ^ i).collect();
+                    assert_eq!(echo(&a, peer, &data).await, data, "stream {i}");
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+    });
+}
+
+#[test]
+fn wrong_peer_and_dead_address_fail_with_errors() {
+    run(async {
+        let (a, b) = (host(5), host(6));
+        let addr = b
+            .listen(&"/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .await
+            .unwrap();
+        let wrong = Keypair::from_secret_bytes([99; 32]).peer_id();
+        let err = a
+            .dial(&format!("{addr}/p2p/{wrong}").parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("expected peer"), "{err}");
+        // A port nobody listens on: bind then drop to find one.
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = a
+            .dial(&format!("/ip4/127.0.0.1/tcp/{free}").parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("refused"), "{err}");
+        let err = a
+            .dial(&"/ip4/127.0.0.1/udp/1/quic-v1".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("unsupported"), "{err}");
+    });
+}
+
+#[test]
+fn unknown_protocol_is_refused_and_the_connection_survives() {
+    run(async {
+        let (a, b) = (host(7), host(8));
+        serve_echo(&b);
+        let addr = listening(&b).await;
+        let peer = a.dial(&addr).await.unwrap();
+        let err = a.open_stream(peer, "/nobody/1.0.0").await.unwrap_err();
+        assert!(err.to_string().contains("negotiation"), "{err}");
+        assert_eq!(echo(&a, peer, b"still here").await, b"still here");
+    });
+}
