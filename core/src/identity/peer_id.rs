@@ -178,30 +178,65 @@ impl PeerId {
 impl FromStr for PeerId {
     type Err = PeerIdError;
 
-    /// Parses base58btc (`1…`, `Qm…`) or a base32 CIDv1 (`bafz…`).
+    /// Parses a legacy base58btc multihash (`1…`, `Qm…`) or a CIDv1 in any
+    /// common multibase (`b`/`B` base32, `z` base58btc, `k`/`K` base36,
+    /// `f`/`F` base16, `m` base64, `u` base64url), as peer-ids.md asks.
     fn from_str(s: &str) -> Result<Self, PeerIdError> {
         if s.len() > MAX_TEXT_LEN {
             return Err(PeerIdError::BadEncoding);
         }
-        if s.starts_with('1') || s.starts_with('Q') {
-            let bytes = bs58::decode(s)
-                .into_vec()
-                .map_err(|_| PeerIdError::BadEncoding)?;
+        if s.starts_with('1') || s.starts_with("Qm") {
+            let bytes = bs58::decode(s).into_vec().map_err(|_| PeerIdError::BadEncoding)?;
             return Self::from_bytes(&bytes);
         }
-        if let Some(b32) = s.strip_prefix('b') {
-            // Multibase `b` is lower-case RFC 4648 base32 without padding.
-            if b32.bytes().any(|c| c.is_ascii_uppercase()) {
-                return Err(PeerIdError::BadEncoding);
-            }
-            let upper = b32.to_ascii_uppercase();
-            let cid = data_encoding::BASE32_NOPAD
-                .decode(upper.as_bytes())
-                .map_err(|_| PeerIdError::BadEncoding)?;
-            return Self::from_cid_bytes(&cid);
-        }
-        Err(PeerIdError::BadEncoding)
+        let mut chars = s.chars();
+        let prefix = chars.next().ok_or(PeerIdError::BadEncoding)?;
+        let rest = chars.as_str();
+        let cid = decode_multibase(prefix, rest).ok_or(PeerIdError::BadEncoding)?;
+        Self::from_cid_bytes(&cid)
     }
+}
+
+/// Decodes the multibase body `rest` of base `prefix`; `None` if malformed.
+fn decode_multibase(prefix: char, rest: &str) -> Option<Vec<u8>> {
+    use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD, BASE64_NOPAD, HEXLOWER, HEXUPPER};
+    let is_lower = |t: &str| !t.bytes().any(|c| c.is_ascii_uppercase());
+    let is_upper = |t: &str| !t.bytes().any(|c| c.is_ascii_lowercase());
+    match prefix {
+        'b' if is_lower(rest) => BASE32_NOPAD.decode(rest.to_ascii_uppercase().as_bytes()).ok(),
+        'B' if is_upper(rest) => BASE32_NOPAD.decode(rest.as_bytes()).ok(),
+        'z' => bs58::decode(rest).into_vec().ok(),
+        'k' if is_lower(rest) => decode_base36(rest),
+        'K' if is_upper(rest) => decode_base36(rest),
+        'f' => HEXLOWER.decode(rest.as_bytes()).ok(),
+        'F' => HEXUPPER.decode(rest.as_bytes()).ok(),
+        'm' => BASE64_NOPAD.decode(rest.as_bytes()).ok(),
+        'u' => BASE64URL_NOPAD.decode(rest.as_bytes()).ok(),
+        _ => None,
+    }
+}
+
+/// Base36 (digits then letters, case-insensitive) to bytes, big-endian;
+/// each leading `0` stands for a leading zero byte. Inputs are at most
+/// [`MAX_TEXT_LEN`] characters, so the quadratic conversion is cheap.
+fn decode_base36(text: &str) -> Option<Vec<u8>> {
+    let zeros = text.bytes().take_while(|&c| c == b'0').count();
+    let mut num: Vec<u8> = Vec::new(); // little-endian base-256 digits
+    for c in text.bytes().skip(zeros) {
+        let mut carry = char::from(c).to_digit(36)?;
+        for byte in num.iter_mut() {
+            let v = u32::from(*byte) * 36 + carry;
+            *byte = v as u8;
+            carry = v >> 8;
+        }
+        while carry > 0 {
+            num.push(carry as u8);
+            carry >>= 8;
+        }
+    }
+    let mut out = alloc::vec![0u8; zeros];
+    out.extend(num.iter().rev());
+    Some(out)
 }
 
 impl fmt::Display for PeerId {
@@ -253,6 +288,57 @@ mod tests {
             "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
         );
         assert_eq!(a.public_key(), None);
+    }
+
+    // Every multibase form of one CID names the same peer (peer-ids.md:
+    // "decode it according to the multibase and CID spec").
+    #[test]
+    fn cids_parse_in_every_common_multibase() {
+        let id = Keypair::from_secret_bytes([1; 32]).peer_id();
+        let mut cid = alloc::vec![1, 0x72];
+        cid.extend_from_slice(id.as_bytes());
+        let forms = [
+            id.to_cid_string(),
+            alloc::format!("B{}", data_encoding::BASE32_NOPAD.encode(&cid)),
+            alloc::format!("z{}", bs58::encode(&cid).into_string()),
+            alloc::format!("f{}", data_encoding::HEXLOWER.encode(&cid)),
+            alloc::format!("F{}", data_encoding::HEXUPPER.encode(&cid)),
+            alloc::format!("m{}", data_encoding::BASE64_NOPAD.encode(&cid)),
+            alloc::format!("u{}", data_encoding::BASE64URL_NOPAD.encode(&cid)),
+        ];
+        for form in forms {
+            assert_eq!(form.parse::<PeerId>(), Ok(id), "{form}");
+        }
+        // base36, as IPFS writes libp2p-key CIDs, lower and upper case.
+        let k = alloc::format!("k{}", encode_base36_for_test(&cid));
+        assert_eq!(k.parse::<PeerId>(), Ok(id), "{k}");
+        assert_eq!(k.to_ascii_uppercase().parse::<PeerId>(), Ok(id));
+        assert_eq!(decode_base36("00a"), Some(alloc::vec![0, 0, 10]));
+        assert_eq!(decode_base36("!"), None);
+    }
+
+    /// Base36 encoding by repeated division, independent of the decoder.
+    fn encode_base36_for_test(bytes: &[u8]) -> alloc::string::String {
+        let zeros = bytes.iter().take_while(|&&b| b == 0).count();
+        let mut num: Vec<u8> = bytes[zeros..].to_vec();
+        let mut digits = Vec::new();
+        while !num.is_empty() {
+            let mut rem = 0u32;
+            let mut next = Vec::new();
+            for &b in &num {
+                let v = rem * 256 + u32::from(b);
+                let q = v / 36;
+                rem = v % 36;
+                if !(next.is_empty() && q == 0) {
+                    next.push(q as u8);
+                }
+            }
+            digits.push(char::from_digit(rem, 36).unwrap());
+            num = next;
+        }
+        let mut s: alloc::string::String = core::iter::repeat_n('0', zeros).collect();
+        s.extend(digits.iter().rev());
+        s
     }
 
     #[test]
