@@ -44,6 +44,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod dial;
 pub mod identity;
 pub mod multistream;
 pub mod node;
