@@ -322,6 +322,11 @@ impl Host {
         .await
     }
 
+    /// Whether dials of `peer` at `addr` are in backoff after recent failures.
+    pub fn is_backed_off(&self, peer: &PeerId, addr: &Multiaddr) -> bool {
+        self.shared.lock().node.is_backed_off(peer, &addr.to_vec())
+    }
+
     /// The established connections to `peer`.
     pub fn connections(&self, peer: &PeerId) -> Vec<ConnectionInfo> {
         let st = self.shared.lock();

@@ -264,10 +264,18 @@ impl MioNode {
             },
             Action::Close { conn } => match self.tokens.get(&conn).copied() {
                 Some(token) => {
+                    let mut connecting = false;
                     if let Some(Socket::Conn(c)) = self.sockets.get_mut(&token) {
                         c.closing = true;
+                        connecting = c.connecting;
                     }
-                    self.flush(registry, token, now);
+                    if connecting {
+                        // An attempt given up while connecting: nothing to flush.
+                        self.drop_socket(registry, token);
+                        self.node.handle_connection_closed(now, conn);
+                    } else {
+                        self.flush(registry, token, now);
+                    }
                 }
                 None => self.node.handle_connection_closed(now, conn),
             },

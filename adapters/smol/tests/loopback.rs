@@ -163,3 +163,45 @@ fn unknown_protocol_is_refused_and_the_connection_survives() {
         assert_eq!(echo(&a, peer, b"still here").await, b"still here");
     });
 }
+
+#[test]
+fn dead_address_enters_backoff_and_the_live_one_connects() {
+    run(async {
+        let (a, b) = (host(9), host(10));
+        // A closed port, and a live listener on a higher port: the ranker
+        // dials the lower port first, so the dead address is really tried.
+        let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut live = None;
+        for port in dead_port.saturating_add(1)..=u16::MAX {
+            let ma: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+            if let Ok(bound) = b.listen(&ma).await {
+                live = Some(bound);
+                break;
+            }
+        }
+        let live = live.expect("a free port above the dead one");
+        let dead: Multiaddr = format!("/ip4/127.0.0.1/tcp/{dead_port}").parse().unwrap();
+        let peer = b.local_peer_id();
+        let conn = a
+            .dial_peer(peer, vec![dead.clone(), live.clone()])
+            .await
+            .unwrap();
+        let conns = a.connections(&peer);
+        assert_eq!(conns.len(), 1);
+        assert_eq!((conns[0].conn, &conns[0].remote_addr), (conn, &live));
+        assert!(
+            a.is_backed_off(&peer, &dead),
+            "the refused address is backed off"
+        );
+        assert!(!a.is_backed_off(&peer, &live));
+        // A later dial skips it without touching the network.
+        a.disconnect(&peer);
+        smol::Timer::after(Duration::from_millis(100)).await;
+        let err = a.dial_peer(peer, vec![dead.clone()]).await.unwrap_err();
+        assert!(err.to_string().contains("backoff"), "{err}");
+    });
+}

@@ -267,7 +267,31 @@ impl Backoff {
         until
     }
 
-    /// Forgets every entry of `peer` (after a connection to it).
+    /// Forgets the entry of (`peer`, `addr`): a dial of that address worked.
+    ///
+    /// go-libp2p forgets every address of the peer once any connection to it
+    /// exists; we forget only the address that proved to work, so a dead
+    /// address of a live peer stays backed off instead of being re-dialed on
+    /// every reconnect.
+    pub fn clear(&mut self, peer: &PeerId, addr: &Addr) {
+        let Some(entry) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let Some(i) = entry.addrs.iter().position(|e| e.addr == *addr) else {
+            return;
+        };
+        entry.addrs.swap_remove(i);
+        self.entries -= 1;
+        if entry.addrs.is_empty() {
+            let forget_at = entry.forget_at;
+            self.peers.remove(peer);
+            self.expiry.remove(&(forget_at, *peer));
+        }
+        // Otherwise the peer's forget time may only get earlier; keeping the
+        // later one just delays the clean-up of what is left.
+    }
+
+    /// Forgets every entry of `peer` (an explicit reset by the caller).
     pub fn clear_peer(&mut self, peer: &PeerId) {
         if let Some(e) = self.peers.remove(peer) {
             self.entries -= e.addrs.len();
@@ -352,7 +376,24 @@ mod tests {
     }
 
     #[test]
-    fn success_clears_the_peer() {
+    fn success_clears_only_the_address_that_worked() {
+        let mut b = Backoff::new(BackoffConfig::default()).unwrap();
+        let p = peer(1);
+        let (dead, live) = (addr("/ip4/1.2.3.4/tcp/1"), addr("/ip4/1.2.3.4/tcp/2"));
+        b.add(Instant::ZERO, p, &dead);
+        b.add(Instant::ZERO, p, &live);
+        b.clear(&p, &live);
+        assert!(b.is_backed_off(Instant::ZERO, &p, &dead));
+        assert!(!b.is_backed_off(Instant::ZERO, &p, &live));
+        assert_eq!(b.len(), 1);
+        b.clear(&p, &dead);
+        assert!(b.is_empty() && b.peer_count() == 0 && b.poll_timeout().is_none());
+        // Clearing what is not there is harmless.
+        b.clear(&p, &dead);
+    }
+
+    #[test]
+    fn clear_peer_forgets_every_address() {
         let mut b = Backoff::new(BackoffConfig::default()).unwrap();
         let a = addr("/ip4/1.2.3.4/tcp/1");
         b.add(Instant::ZERO, peer(1), &a);

@@ -98,8 +98,8 @@ impl BackoffModel {
             .is_some_and(|&(_, until)| now < until)
     }
 
-    fn clear(&mut self, p: PeerId) {
-        self.entries.retain(|(q, _), _| *q != p);
+    fn clear(&mut self, p: PeerId, a: &Addr) {
+        self.entries.remove(&(p, a.clone()));
     }
 }
 
@@ -247,10 +247,10 @@ fn run_dialer(ops: Vec<DOp>) -> Result<(), TestCaseError> {
             }
             DOp::Succeed(k) => {
                 if let Some(i) = pick(k, h.running.len()) {
-                    let (a, p, _) = h.running.swap_remove(i);
+                    let (a, p, ad) = h.running.swap_remove(i);
                     h.d.handle_dial_succeeded(h.now, a, ConnectionRef(1))
                         .unwrap();
-                    h.backoff.clear(p);
+                    h.backoff.clear(p, &ad);
                 }
             }
             DOp::Fail(k, cancelled) => {
@@ -270,7 +270,6 @@ fn run_dialer(ops: Vec<DOp>) -> Result<(), TestCaseError> {
             DOp::PeerConnected(p) => {
                 let p = peer(u64::from(p) + 1);
                 h.d.handle_peer_connected(h.now, p, ConnectionRef(2));
-                h.backoff.clear(p);
             }
             DOp::Advance(ms) => {
                 let to = h.now + Duration::from_millis(u64::from(ms));

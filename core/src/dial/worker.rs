@@ -583,7 +583,8 @@ impl Dialer {
     }
 
     /// An attempt gave a connection: every request of the peer gets it, the
-    /// peer's other attempts are cancelled and its backoff cleared.
+    /// peer's other attempts are cancelled, and the backoff of the address
+    /// that worked is cleared (only that one: see [`Backoff::clear`]).
     pub fn handle_dial_succeeded(
         &mut self,
         now: Instant,
@@ -593,7 +594,7 @@ impl Dialer {
         let a = self.end_attempt(attempt, true)?;
         let w = &self.workers[&a.worker];
         let peer = w.peer;
-        self.backoff.clear_peer(&peer);
+        self.backoff.clear(&peer, &w.addrs[a.index as usize].addr);
         for rid in w.requests.clone() {
             self.answer(rid, Ok(connection));
         }
@@ -616,11 +617,11 @@ impl Dialer {
     }
 
     /// A connection to `peer` exists (inbound, or dialed elsewhere): it
-    /// answers the peer's pending requests, cancels the peer's attempts and
-    /// clears its backoff (go-libp2p clears backoff in `addConn`, and checks
-    /// `bestAcceptableConnToPeer` before failing a request).
+    /// answers the peer's pending requests and cancels the peer's attempts
+    /// (go-libp2p checks `bestAcceptableConnToPeer` before failing a
+    /// request). Backoff stays: it says which of *our* dials failed, which an
+    /// inbound connection does not disprove (go-libp2p clears it here).
     pub fn handle_peer_connected(&mut self, now: Instant, peer: PeerId, connection: ConnectionRef) {
-        self.backoff.clear_peer(&peer);
         if let Some(&wid) = self.by_peer.get(&peer) {
             for rid in self.workers[&wid].requests.clone() {
                 self.answer(rid, Ok(connection));

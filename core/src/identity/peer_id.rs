@@ -186,7 +186,9 @@ impl FromStr for PeerId {
             return Err(PeerIdError::BadEncoding);
         }
         if s.starts_with('1') || s.starts_with("Qm") {
-            let bytes = bs58::decode(s).into_vec().map_err(|_| PeerIdError::BadEncoding)?;
+            let bytes = bs58::decode(s)
+                .into_vec()
+                .map_err(|_| PeerIdError::BadEncoding)?;
             return Self::from_bytes(&bytes);
         }
         let mut chars = s.chars();
@@ -203,7 +205,9 @@ fn decode_multibase(prefix: char, rest: &str) -> Option<Vec<u8>> {
     let is_lower = |t: &str| !t.bytes().any(|c| c.is_ascii_uppercase());
     let is_upper = |t: &str| !t.bytes().any(|c| c.is_ascii_lowercase());
     match prefix {
-        'b' if is_lower(rest) => BASE32_NOPAD.decode(rest.to_ascii_uppercase().as_bytes()).ok(),
+        'b' if is_lower(rest) => BASE32_NOPAD
+            .decode(rest.to_ascii_uppercase().as_bytes())
+            .ok(),
         'B' if is_upper(rest) => BASE32_NOPAD.decode(rest.as_bytes()).ok(),
         'z' => bs58::decode(rest).into_vec().ok(),
         'k' if is_lower(rest) => decode_base36(rest),

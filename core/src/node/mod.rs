@@ -30,6 +30,7 @@
 //! negotiates every stream with multistream-select against the protocols the
 //! application registered.
 
+mod dialing;
 mod stream;
 pub mod upgrade;
 
@@ -45,6 +46,7 @@ use hashbrown::HashMap;
 use rand_core::{Rng as _, SeedableRng as _};
 use smallvec::SmallVec;
 
+use crate::dial;
 use crate::identity::{Keypair, PeerId};
 use crate::multistream::ProtocolName;
 use crate::protocols::identify;
@@ -143,8 +145,9 @@ pub struct Config {
     /// Inbound streams still negotiating per connection; beyond it new ones
     /// are reset. Default 128 (rust-libp2p's default).
     pub max_negotiating_inbound_streams: usize,
-    /// Time for TCP connect of one dial attempt. Default 15 s (go-libp2p).
-    pub dial_timeout: Duration,
+    /// Ranking, per-peer scheduling, limits, backoff and black-hole
+    /// detection of outbound dials (go-libp2p's defaults).
+    pub dialer: dial::DialerConfig,
     /// Time for the whole upgrade (security + muxer). Default 10 s.
     pub upgrade_timeout: Duration,
     /// Time for one ping's echo. Default 10 s.
@@ -166,7 +169,7 @@ impl Config {
             max_connections: 1024,
             max_connections_per_peer: 8,
             max_negotiating_inbound_streams: 128,
-            dial_timeout: Duration::from_secs(15),
+            dialer: dial::DialerConfig::default(),
             upgrade_timeout: Duration::from_secs(10),
             ping_timeout: crate::protocols::ping::DEFAULT_TIMEOUT,
             rng_seed: [0; 32],
@@ -187,6 +190,9 @@ pub enum ConfigError {
     /// The yamux settings are inconsistent.
     #[error("yamux: {0}")]
     Yamux(#[from] yamux::ConfigError),
+    /// The dialer settings are inconsistent.
+    #[error("dialer: {0}")]
+    Dialer(#[from] dial::worker::DialerConfigError),
 }
 
 /// What the adapter must do.
@@ -240,9 +246,18 @@ pub enum AttemptError {
     /// The transport connect failed.
     #[error("connect: {0}")]
     Transport(#[from] TransportError),
-    /// The connect did not finish within `dial_timeout`.
-    #[error("connect timed out")]
+    /// The attempt did not finish within the dial timeout.
+    #[error("attempt timed out")]
     Timeout,
+    /// Not dialed: the address is in dial backoff after recent failures.
+    #[error("dial backoff")]
+    Backoff,
+    /// Not dialed: black-hole detection refused it (UDP or IPv6 looks dead).
+    #[error("refused by black-hole detection")]
+    BlackHoled,
+    /// Not dialed: too many dials are waiting.
+    #[error("too many dials")]
+    TooManyDials,
     /// The upgrade failed (including reaching the wrong peer).
     #[error("upgrade: {0}")]
     Upgrade(#[from] UpgradeError),
@@ -270,6 +285,9 @@ pub enum DialError {
     /// The peer is ourselves.
     #[error("refusing to dial ourselves")]
     DialSelf,
+    /// Too many dial requests are pending.
+    #[error("too many pending dial requests")]
+    TooManyRequests,
 }
 
 /// A refused inbound connection (the adapter closes the socket).
@@ -410,12 +428,14 @@ pub enum Event {
         /// The connection to use.
         conn: ConnectionId,
     },
-    /// Every address of a dial failed.
+    /// Every address of a dial failed (or none could be dialed).
     DialFailed {
         /// The request.
         dial: DialId,
         /// The peer, if it was named.
         peer: Option<PeerId>,
+        /// The overall reason.
+        cause: dial::DialErrorCause,
         /// Each address tried and why it failed, in order.
         errors: Vec<(Vec<u8>, AttemptError)>,
     },
@@ -500,7 +520,10 @@ struct Conn {
     remote_addr: Vec<u8>,
     state: ConnState,
     peer: Option<PeerId>,
-    dial: Option<DialId>,
+    /// Why the connection exists (which dial, if any).
+    origin: Origin,
+    /// The peer a dial expects to reach.
+    expected: Option<PeerId>,
     /// Connect or upgrade deadline, before the session runs.
     deadline: Option<Instant>,
     /// The deadline registered in the timer table.
@@ -525,13 +548,17 @@ enum ConnState {
     Muxed(yamux::Session),
 }
 
-/// One pending [`Node::dial`].
-#[derive(Debug)]
-struct Dial {
-    peer: Option<PeerId>,
-    addrs: VecDeque<Vec<u8>>,
-    current: Option<(ConnectionId, Vec<u8>)>,
-    errors: Vec<(Vec<u8>, AttemptError)>,
+/// Why a connection exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Accepted from a listener.
+    Inbound,
+    /// An attempt of the dialer (a dial to a known peer).
+    Attempt(dial::AttemptId),
+    /// A dial to an unknown peer (no peer id).
+    Peerless(DialId),
+    /// An attempt the dialer gave up on (cancelled); only closing remains.
+    Abandoned,
 }
 
 /// One pending [`Node::ping`].
@@ -546,6 +573,7 @@ struct Ping {
 enum TimerKey {
     Conn(ConnectionId),
     Ping(PingId),
+    Dialer,
 }
 
 /// The sans-IO libp2p node. See the [module docs](self).
@@ -561,7 +589,18 @@ pub struct Node {
     protected: HashMap<PeerId, SmallVec<[String; 1]>>,
     protocols: Vec<ProtocolName>,
     listen_addrs: Vec<Vec<u8>>,
-    dials: HashMap<DialId, Dial>,
+    dialer: dial::Dialer,
+    /// The dialer's deadline registered in the timer table.
+    dialer_timer: Option<Instant>,
+    /// Dialer requests and the node's ids for them.
+    requests: HashMap<dial::RequestId, DialId>,
+    /// Running dialer attempts and their connections.
+    attempts: HashMap<dial::AttemptId, ConnectionId>,
+    /// Detailed reasons of failed attempts, per (peer, address), until the
+    /// request that tried them is answered.
+    attempt_errors: HashMap<(PeerId, Vec<u8>), AttemptError>,
+    /// Dials without a peer id.
+    peerless: HashMap<DialId, dialing::Peerless>,
     pings: HashMap<PingId, Ping>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
@@ -575,7 +614,7 @@ impl fmt::Debug for Node {
         f.debug_struct("Node")
             .field("peer", &self.local_peer)
             .field("connections", &self.conns.len())
-            .field("dials", &self.dials.len())
+            .field("dial_requests", &self.requests.len())
             .finish_non_exhaustive()
     }
 }
@@ -606,8 +645,16 @@ impl Node {
             }
         }
         config.yamux.validate()?;
+        let local_peer = config.keypair.peer_id();
+        let dialer = dial::Dialer::new(local_peer, config.dialer)?;
         Ok(Node {
-            local_peer: config.keypair.peer_id(),
+            local_peer,
+            dialer,
+            dialer_timer: None,
+            requests: HashMap::new(),
+            attempts: HashMap::new(),
+            attempt_errors: HashMap::new(),
+            peerless: HashMap::new(),
             rng: rand_chacha::ChaCha20Rng::from_seed(config.rng_seed),
             config,
             now,
@@ -618,7 +665,6 @@ impl Node {
             protected: HashMap::new(),
             protocols: Vec::new(),
             listen_addrs: Vec::new(),
-            dials: HashMap::new(),
             pings: HashMap::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -705,46 +751,6 @@ impl Node {
         listener
     }
 
-    /// Connects to a peer, trying `addrs` one after another, each with the
-    /// connect timeout. With `peer` (or a `/p2p/` suffix on an address) the
-    /// connection must authenticate as that peer. An existing connection to
-    /// `peer` answers at once. The answer is [`Event::Dialed`] or
-    /// [`Event::DialFailed`].
-    pub fn dial(
-        &mut self,
-        now: Instant,
-        peer: Option<PeerId>,
-        addrs: Vec<Vec<u8>>,
-    ) -> Result<DialId, DialError> {
-        self.now = now;
-        if peer == Some(self.local_peer) {
-            return Err(DialError::DialSelf);
-        }
-        if addrs.is_empty() && peer.is_none_or(|p| !self.is_connected(&p)) {
-            return Err(DialError::NoAddresses);
-        }
-        let dial = DialId(self.fresh_id());
-        if let Some(conn) = peer.and_then(|p| self.best_connection(&p)) {
-            let peer = peer.expect("checked above");
-            self.events.push_back(Event::Dialed { dial, peer, conn });
-            return Ok(dial);
-        }
-        if self.conns.len() >= self.config.max_connections {
-            return Err(DialError::ConnectionLimit);
-        }
-        self.dials.insert(
-            dial,
-            Dial {
-                peer,
-                addrs: addrs.into(),
-                current: None,
-                errors: Vec::new(),
-            },
-        );
-        self.next_attempt(dial);
-        Ok(dial)
-    }
-
     /// Closes a connection: GoAway to the peer, then [`Action::Close`].
     pub fn close_connection(&mut self, conn: ConnectionId) {
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -818,7 +824,7 @@ impl Node {
                 Endpoint::Listener,
                 remote_addr,
                 ConnState::Upgrading(Box::new(upgrade)),
-                None,
+                Origin::Inbound,
                 Some(now + self.config.upgrade_timeout),
             ),
         );
@@ -827,34 +833,34 @@ impl Node {
         Ok(conn)
     }
 
-    /// An outbound connect finished.
+    /// An outbound connect finished (for TCP: the three-way handshake is
+    /// done and the upgrade starts, which the dialer's hold rule needs).
+    /// For a connection the node has given up on, it asks to close it.
     pub fn handle_connected(&mut self, now: Instant, conn: ConnectionId) {
         self.now = now;
-        let expected = self
-            .conns
-            .get(&conn)
-            .and_then(|c| c.dial)
-            .and_then(|d| self.dials.get(&d))
-            .and_then(|d| {
-                d.current
-                    .as_ref()
-                    .map(|(_, a)| a.clone())
-                    .and_then(|a| addr_peer(&a))
-                    .or(d.peer)
-            });
         let Some(c) = self.conns.get_mut(&conn) else {
+            // Cancelled while connecting: the adapter still has a socket.
+            self.actions.push_back(Action::Close { conn });
             return;
         };
         if !matches!(c.state, ConnState::Connecting) {
+            return;
+        }
+        if c.origin == Origin::Abandoned {
+            self.request_close(conn);
             return;
         }
         c.state = ConnState::Upgrading(Box::new(upgrade::Upgrade::new(
             Endpoint::Dialer,
             &self.config.keypair,
             &self.config.security,
-            expected,
+            c.expected,
         )));
         c.deadline = Some(now + self.config.upgrade_timeout);
+        if let Origin::Attempt(attempt) = c.origin {
+            let _ = self.dialer.handle_dial_connected(now, attempt);
+            self.drive_dialer();
+        }
         self.flag_write(conn);
         self.reschedule(conn);
     }
@@ -936,8 +942,8 @@ impl Node {
             self.timers.remove(&(t, TimerKey::Conn(conn)));
         }
         if matches!(c.state, ConnState::Connecting | ConnState::Upgrading(_)) {
-            // Re-insert briefly so the dial logic sees the attempt end.
-            if c.dial.is_some() {
+            if matches!(c.origin, Origin::Attempt(_) | Origin::Peerless(_)) {
+                // Re-insert briefly so the dial logic sees the attempt end.
                 self.conns.insert(conn, c);
                 self.attempt_failed(conn, AttemptError::Closed);
                 self.conns.remove(&conn);
@@ -980,6 +986,11 @@ impl Node {
                     }
                     self.conn_timeout(now, conn);
                     self.reschedule(conn);
+                }
+                TimerKey::Dialer => {
+                    self.dialer_timer = None;
+                    self.dialer.handle_timeout(now);
+                    self.drive_dialer();
                 }
                 TimerKey::Ping(ping) => {
                     if self.pings.get(&ping).is_some_and(|p| p.deadline <= now) {
@@ -1145,92 +1156,11 @@ impl Node {
         }
     }
 
-    fn next_attempt(&mut self, dial: DialId) {
-        let Some(d) = self.dials.get_mut(&dial) else {
-            return;
-        };
-        while let Some(addr) = d.addrs.pop_front() {
-            let (transport_addr, suffix_peer) = match split_p2p(&addr) {
-                Some(parts) => parts,
-                None => {
-                    d.errors.push((addr, AttemptError::InvalidAddress));
-                    continue;
-                }
-            };
-            if let (Some(want), Some(got)) = (d.peer, suffix_peer) {
-                if want != got {
-                    d.errors.push((addr, AttemptError::InvalidAddress));
-                    continue;
-                }
-            }
-            let conn = ConnectionId(self.next_id);
-            self.next_id += 1;
-            d.current = Some((conn, addr));
-            let deadline = self.now + self.config.dial_timeout;
-            self.conns.insert(
-                conn,
-                Conn::new(
-                    Endpoint::Dialer,
-                    transport_addr.clone(),
-                    ConnState::Connecting,
-                    Some(dial),
-                    Some(deadline),
-                ),
-            );
-            self.actions.push_back(Action::Connect {
-                conn,
-                addr: transport_addr,
-            });
-            self.reschedule(conn);
-            return;
-        }
-        let d = self.dials.remove(&dial).expect("present");
-        self.events.push_back(Event::DialFailed {
-            dial,
-            peer: d.peer,
-            errors: d.errors,
-        });
-    }
-
-    /// A dial attempt on `conn` failed: record it and try the next address.
-    fn attempt_failed(&mut self, conn: ConnectionId, error: AttemptError) {
-        let Some(c) = self.conns.get(&conn) else {
-            return;
-        };
-        let Some(dial) = c.dial else { return };
-        let closing = c.closing;
-        if !matches!(c.state, ConnState::Connecting | ConnState::Upgrading(_)) {
-            return;
-        }
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.dial = None;
-            c.deadline = None;
-        }
-        if closing || matches!(error, AttemptError::Transport(_)) {
-            // No socket to close (connect failed) or already closing.
-            if matches!(error, AttemptError::Transport(_)) {
-                if let Some(c) = self.conns.remove(&conn) {
-                    if let Some(t) = c.timer {
-                        self.timers.remove(&(t, TimerKey::Conn(conn)));
-                    }
-                }
-            }
-        } else {
-            self.request_close(conn);
-        }
-        if let Some(d) = self.dials.get_mut(&dial) {
-            if let Some((_, addr)) = d.current.take() {
-                d.errors.push((addr, error));
-            }
-            self.next_attempt(dial);
-        }
-    }
-
     fn upgrade_failed(&mut self, conn: ConnectionId, error: AttemptError) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        if c.dial.is_some() {
+        if matches!(c.origin, Origin::Attempt(_) | Origin::Peerless(_)) {
             self.attempt_failed(conn, error);
         } else {
             if c.endpoint == Endpoint::Listener {
@@ -1265,7 +1195,7 @@ impl Node {
         c.state = ConnState::Muxed(session);
         c.peer = Some(up.peer);
         c.deadline = None;
-        let dial = c.dial.take();
+        let origin = core::mem::replace(&mut c.origin, Origin::Inbound);
         let endpoint = c.endpoint;
         let remote_addr = c.remote_addr.clone();
         self.peers.entry(up.peer).or_default().push(conn);
@@ -1277,14 +1207,7 @@ impl Node {
             security: up.security,
             muxer: up.muxer,
         });
-        if let Some(dial) = dial {
-            self.dials.remove(&dial);
-            self.events.push_back(Event::Dialed {
-                dial,
-                peer: up.peer,
-                conn,
-            });
-        }
+        self.dial_succeeded(conn, origin, up.peer);
         // Both sides ask the other's identify once per connection.
         self.open_builtin(conn, stream::Builtin::IdentifyRequest);
         true
@@ -1331,7 +1254,7 @@ impl Conn {
         endpoint: Endpoint,
         remote_addr: Vec<u8>,
         state: ConnState,
-        dial: Option<DialId>,
+        origin: Origin,
         deadline: Option<Instant>,
     ) -> Self {
         Conn {
@@ -1339,7 +1262,8 @@ impl Conn {
             remote_addr,
             state,
             peer: None,
-            dial,
+            origin,
+            expected: None,
             deadline,
             timer: None,
             write_flagged: false,

@@ -546,8 +546,11 @@ impl Node {
                     st.neg = None;
                     if matches!(st.kind, Kind::User) && st.user_visible {
                         // A lazy stream got its confirmation (maybe with data
-                        // behind it): whoever waits to read may go on.
+                        // behind it): whoever waits to read may go on, and a
+                        // writer whose StreamWritable came while negotiating
+                        // (and went to `pump`) must retry.
                         self.events.push_back(Event::StreamReadable { stream });
+                        self.events.push_back(Event::StreamWritable { stream });
                     }
                 }
                 return;

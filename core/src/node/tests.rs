@@ -531,23 +531,125 @@ fn dialing_a_connected_peer_reuses_the_connection() {
 }
 
 #[test]
-fn connect_timeout_moves_to_the_next_address() {
+fn ranked_dial_does_not_wait_for_a_hanging_address() {
     let mut net = Net::new(2);
     let b = net.peer(1);
     let dial = net.nodes[0]
         .dial(net.now, Some(b), vec![tcp_addr(60), tcp_addr(2)])
         .unwrap();
-    // Swallow the first Connect: the attempt never completes.
+    // The first (private TCP) address never answers: swallow its Connect.
     let first = net.nodes[0].poll_action();
-    assert!(matches!(first, Some(Action::Connect { ref addr, .. }) if *addr == tcp_addr(60)));
+    let Some(Action::Connect {
+        conn: hanging,
+        ref addr,
+    }) = first
+    else {
+        panic!("{first:?}")
+    };
+    assert_eq!(*addr, tcp_addr(60));
     net.run_until(Duration::from_secs(20), |net| {
         net.has(0, |e| matches!(e, Event::Dialed { .. }))
     });
-    assert!(net.now >= Instant::ZERO + Duration::from_secs(15));
     assert!(net.has(
         0,
         |e| matches!(e, Event::Dialed { dial: d, .. } if *d == dial)
     ));
+    // The second private address went out after the ranker's 30 ms, not
+    // after the first one's 5 s timeout...
+    assert!(
+        net.now < Instant::ZERO + Duration::from_secs(1),
+        "{:?}",
+        net.now
+    );
+    // ...and the hanging attempt was cancelled once the peer was reached.
+    let mut closed = false;
+    while let Some(a) = net.nodes[0].poll_action() {
+        closed |= a == Action::Close { conn: hanging };
+    }
+    assert!(closed || net.nodes[0].connection_count() == 1);
+}
+
+#[test]
+fn a_silent_private_address_times_out_after_five_seconds() {
+    let mut net = Net::new(2);
+    let b = net.peer(1);
+    let dial = net.nodes[0]
+        .dial(net.now, Some(b), vec![tcp_addr(60)])
+        .unwrap();
+    assert!(matches!(
+        net.nodes[0].poll_action(),
+        Some(Action::Connect { .. })
+    ));
+    net.run_until(Duration::from_secs(20), |net| {
+        net.has(0, |e| matches!(e, Event::DialFailed { .. }))
+    });
+    assert_eq!(net.now, Instant::ZERO + Duration::from_secs(5));
+    assert!(
+        net.has(0, |e| matches!(e, Event::DialFailed { dial: d, errors, .. }
+        if *d == dial && errors == &vec![(tcp_addr(60), AttemptError::Timeout)]))
+    );
+}
+
+#[test]
+fn failed_addresses_enter_backoff() {
+    let mut net = Net::new(2);
+    let b = net.peer(1);
+    net.nodes[0]
+        .dial(net.now, Some(b), vec![tcp_addr(50)])
+        .unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(0, |e| matches!(e, Event::DialFailed { .. }))
+    });
+    assert!(net.nodes[0].is_backed_off(&b, &tcp_addr(50)));
+    net.take_events(0);
+    // A second dial right away is refused by backoff without any connect...
+    net.nodes[0]
+        .dial(net.now, Some(b), vec![tcp_addr(50)])
+        .unwrap();
+    assert!(!core::iter::from_fn(|| net.nodes[0].poll_action())
+        .any(|a| matches!(a, Action::Connect { .. })));
+    net.run_until(Duration::from_secs(1), |net| {
+        net.has(0, |e| matches!(e, Event::DialFailed { .. }))
+    });
+    assert!(net.has(0, |e| matches!(e, Event::DialFailed { errors, .. } if errors == &vec![(tcp_addr(50), AttemptError::Backoff)])));
+    // ...while the live address still connects; the dead one stays backed off.
+    net.nodes[0].dial(net.now, Some(b), vec![tcp_addr(50), tcp_addr(2)]).unwrap();
+    net.run_until(Duration::from_secs(5), |net| net.has(0, |e| matches!(e, Event::Dialed { .. })));
+    assert!(net.nodes[0].is_backed_off(&b, &tcp_addr(50)));
+    assert!(!net.nodes[0].is_backed_off(&b, &tcp_addr(2)));
+}
+
+#[test]
+fn concurrent_dials_to_one_peer_share_one_connection() {
+    let mut net = Net::new(2);
+    let b = net.peer(1);
+    let dials: Vec<_> = (0..10)
+        .map(|_| {
+            net.nodes[0]
+                .dial(net.now, Some(b), vec![tcp_addr(2)])
+                .unwrap()
+        })
+        .collect();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.events[0]
+            .iter()
+            .filter(|e| matches!(e, Event::Dialed { .. }))
+            .count()
+            == 10
+    });
+    let conns: Vec<ConnectionId> = net.events[0]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dialed { dial, conn, .. } if dials.contains(dial) => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(conns.len(), 10);
+    assert!(
+        conns.iter().all(|c| *c == conns[0]),
+        "one connection answers all: {conns:?}"
+    );
+    assert_eq!(net.nodes[0].connections_to(&b).count(), 1);
 }
 
 #[test]

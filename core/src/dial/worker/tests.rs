@@ -336,7 +336,7 @@ fn backoff_skips_addresses_unless_forced() {
     assert_eq!(s.result(plain).1, Ok(ConnectionRef(3)));
     assert!(
         s.d.backoff().is_empty(),
-        "success clears the peer's backoff"
+        "success clears the backoff of the address that worked"
     );
     // After 5 s the backoff is over anyway.
     let r = s.dial(2, &[T4], DialOpts::default());
