@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use sansp2p::multistream::{self, Negotiator};
 use sansp2p::security::plaintext;
 
+pub mod yamux_driver;
+
 /// Longest wait for any single socket operation or for the remote side as a whole.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -53,6 +53,7 @@
 //! assert!(!client.contains_stream(id));
 //! ```
 
+mod buffer;
 mod config;
 mod error;
 mod flow;

@@ -4,7 +4,7 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use hashbrown::HashMap;
 use smallvec::SmallVec;
 
@@ -133,8 +133,6 @@ pub struct Stats {
     pub bytes_read_zero_copy: u64,
     /// Payload bytes copied into the caller's buffer by `poll_transmit_into`.
     pub bytes_transmit_copied: u64,
-    /// Bytes moved again because a buffer had to grow.
-    pub bytes_realloc_copied: u64,
 }
 
 /// Where the frame parser stands.
@@ -657,11 +655,7 @@ impl Session {
         if n < data.len() {
             s.notify_write = true;
         }
-        extend_counted(
-            &mut s.send_buf,
-            &data[..n],
-            &mut self.stats.bytes_realloc_copied,
-        );
+        s.send_buf.push(&data[..n]);
         self.stats.bytes_written += n as u64;
         if s.sendable() {
             enqueue(&mut self.data_q, &mut s.in_data_q, id.get());
@@ -683,9 +677,7 @@ impl Session {
         if s.recv_buf.is_empty() {
             return self.read_empty(id).map(|()| 0);
         }
-        let n = buf.len().min(s.recv_buf.len());
-        buf[..n].copy_from_slice(&s.recv_buf[..n]);
-        s.recv_buf.advance(n);
+        let n = s.recv_buf.copy_out(buf);
         self.stats.bytes_read_copied += n as u64;
         self.on_consumed(id, n);
         Ok(n)
@@ -703,8 +695,8 @@ impl Session {
         if s.recv_buf.is_empty() {
             return self.read_empty(id).map(|()| None);
         }
-        let n = max.min(s.recv_buf.len());
-        let chunk = s.recv_buf.split_to(n).freeze();
+        let chunk = s.recv_buf.split_front(max);
+        let n = chunk.len();
         self.stats.bytes_read_zero_copy += n as u64;
         self.on_consumed(id, n);
         Ok(Some(chunk))
@@ -1257,7 +1249,7 @@ impl Session {
         let n = bytes.len() as u32;
         let ok = s.window.on_data(n);
         debug_assert!(ok, "frame length was checked against the window");
-        extend_counted(&mut s.recv_buf, bytes, &mut self.stats.bytes_realloc_copied);
+        s.recv_buf.push(bytes);
         self.stats.bytes_received += u64::from(n);
         if s.notify_read && s.open != Open::Pending {
             s.notify_read = false;
@@ -1290,8 +1282,8 @@ impl Session {
         s.recv = Recv::Reset;
         s.send = Send::Reset;
         s.reset_code = code;
-        s.recv_buf = BytesMut::new();
-        s.send_buf = BytesMut::new();
+        s.recv_buf.clear();
+        s.send_buf.clear();
         s.wu_pending = 0;
         if s.in_ack_backlog {
             s.in_ack_backlog = false;
@@ -1378,7 +1370,7 @@ impl Session {
         let s = self.streams.get_mut(&id.get()).expect("checked by caller");
         if s.recv == Recv::Fin {
             s.end_seen = true;
-            s.recv_buf = BytesMut::new();
+            s.recv_buf.clear();
             self.maybe_free(id);
             return Ok(());
         }
@@ -1502,12 +1494,12 @@ impl Session {
             }
             let n = s
                 .send_buf
-                .len()
+                .front_len()
                 .min(s.send_credit as usize)
                 .min(self.config.split_send_size as usize)
                 .min(max_payload);
             let fin = s.send == Send::FinQueued && n == s.send_buf.len();
-            let payload = s.send_buf.split_to(n).freeze();
+            let payload = s.send_buf.split_front(n);
             s.send_credit -= n as u32;
             if fin {
                 s.send = Send::FinSent;
@@ -1549,14 +1541,5 @@ fn enqueue(queue: &mut VecDeque<u32>, flag: &mut bool, raw: u32) {
     if !*flag {
         *flag = true;
         queue.push_back(raw);
-    }
-}
-
-/// `buf.extend_from_slice(bytes)`, counting bytes moved by a reallocation.
-fn extend_counted(buf: &mut BytesMut, bytes: &[u8], realloc: &mut u64) {
-    let before = (buf.as_ptr(), buf.len());
-    buf.extend_from_slice(bytes);
-    if before.1 > 0 && buf.as_ptr() != before.0 {
-        *realloc += before.1 as u64;
     }
 }

@@ -1,6 +1,6 @@
 //! Per-stream state kept by the session.
 
-use bytes::BytesMut;
+use super::buffer::ByteQueue;
 
 use super::flow::RecvWindow;
 use super::frame::{Handshake, Header, StreamFlags, StreamId};
@@ -49,9 +49,9 @@ pub(crate) enum Recv {
 #[derive(Debug)]
 pub(crate) struct Stream {
     /// Written by the application, not yet transmitted.
-    pub send_buf: BytesMut,
+    pub send_buf: ByteQueue,
     /// Received, not yet read by the application.
-    pub recv_buf: BytesMut,
+    pub recv_buf: ByteQueue,
     /// Our receive window.
     pub window: RecvWindow,
     /// Bytes the peer allows us to send.
@@ -80,8 +80,8 @@ pub(crate) struct Stream {
 impl Stream {
     pub fn new(open: Open, window: RecvWindow, send_credit: u32, wu_pending: u32) -> Self {
         Stream {
-            send_buf: BytesMut::new(),
-            recv_buf: BytesMut::new(),
+            send_buf: ByteQueue::default(),
+            recv_buf: ByteQueue::default(),
             window,
             send_credit,
             wu_pending,

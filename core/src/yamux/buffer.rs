@@ -1,0 +1,232 @@
+//! A stream's byte buffer as a queue of chunks.
+//!
+//! A single `BytesMut` looks simpler but costs a copy per byte under load:
+//! every payload handed out (`poll_transmit`, `read_chunk`) keeps a share of
+//! the allocation alive, so when the buffer must grow, `reserve` cannot reuse
+//! it and moves everything still queued into a new one. Here bytes are only
+//! ever appended into spare room at the tail or into a fresh chunk, and
+//! taken from the front; nothing already queued is moved.
+//!
+//! Allocations: a stream that only ever carries small messages keeps small
+//! chunks (the first is sized to the data, at least [`MIN_CHUNK`]); each new
+//! chunk doubles up to [`CHUNK`]. Emptied chunks are kept (up to
+//! [`MAX_SPARES`]) and reused once every payload sliced from them has been
+//! dropped, so a busy stream does not allocate and free a chunk per 64 KiB
+//! (which made the allocator hand pages back and fault them in again).
+
+use alloc::collections::VecDeque;
+
+use bytes::{Buf, Bytes, BytesMut};
+use smallvec::SmallVec;
+
+/// Largest chunk size reached by doubling (a single larger write still gets
+/// one chunk of its own size).
+pub(crate) const CHUNK: usize = 64 * 1024;
+/// Size of a queue's first chunk, unless the data is larger.
+pub(crate) const MIN_CHUNK: usize = 128;
+/// Emptied chunks kept for reuse.
+pub(crate) const MAX_SPARES: usize = 2;
+
+#[derive(Debug, Default)]
+pub(crate) struct ByteQueue {
+    chunks: VecDeque<BytesMut>,
+    len: usize,
+    /// Emptied chunks whose memory may be reused once no payload shares it.
+    spares: SmallVec<[BytesMut; MAX_SPARES]>,
+    /// Capacity of the next fresh chunk.
+    next_chunk: usize,
+}
+
+impl ByteQueue {
+    /// Bytes queued.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes allocated (for memory accounting).
+    pub(crate) fn capacity(&self) -> usize {
+        self.chunks.iter().chain(&self.spares).map(BytesMut::capacity).sum()
+    }
+
+    /// Bytes in the front chunk: the most one [`Self::split_front`] returns.
+    pub(crate) fn front_len(&self) -> usize {
+        self.chunks.front().map_or(0, BytesMut::len)
+    }
+
+    /// Appends a copy of `data`.
+    pub(crate) fn push(&mut self, mut data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.len += data.len();
+        if let Some(tail) = self.chunks.back_mut() {
+            let spare = tail.capacity() - tail.len();
+            let n = spare.min(data.len());
+            // Within the spare room `extend_from_slice` never reallocates.
+            tail.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
+        if !data.is_empty() {
+            let mut chunk = self.fresh_chunk(data.len());
+            chunk.extend_from_slice(data);
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// An empty chunk with room for `need` bytes: a spare whose payloads
+    /// are all gone, else a new allocation.
+    fn fresh_chunk(&mut self, need: usize) -> BytesMut {
+        for i in 0..self.spares.len() {
+            // Succeeds, without copying (the spare is empty), once this
+            // handle is the only one left on its allocation.
+            if self.spares[i].try_reclaim(need) {
+                return self.spares.swap_remove(i);
+            }
+        }
+        let size = need.max(self.next_chunk.max(MIN_CHUNK));
+        self.next_chunk = (size.min(CHUNK) * 2).min(CHUNK);
+        BytesMut::with_capacity(size)
+    }
+
+    /// Keeps an emptied chunk for reuse (the smaller one goes if full).
+    fn recycle(&mut self, chunk: BytesMut) {
+        debug_assert!(chunk.is_empty());
+        if self.spares.len() < MAX_SPARES {
+            self.spares.push(chunk);
+        } else if let Some(smallest) = self.spares.iter_mut().min_by_key(|c| c.capacity()) {
+            if smallest.capacity() < chunk.capacity() {
+                *smallest = chunk;
+            }
+        }
+    }
+
+    /// Takes up to `n` bytes from the front chunk without copying (fewer if
+    /// the front chunk is shorter).
+    pub(crate) fn split_front(&mut self, n: usize) -> Bytes {
+        let several = self.chunks.len() > 1;
+        let Some(front) = self.chunks.front_mut() else { return Bytes::new() };
+        let n = n.min(front.len());
+        let out = front.split_to(n).freeze();
+        self.len -= n;
+        // An emptied front chunk is recycled, unless it is the last one and
+        // still has room for the next bytes.
+        if front.is_empty() && (several || front.capacity() == 0) {
+            let emptied = self.chunks.pop_front().expect("front exists");
+            self.recycle(emptied);
+        }
+        out
+    }
+
+    /// Copies up to `buf.len()` bytes from the front into `buf`; returns how many.
+    pub(crate) fn copy_out(&mut self, buf: &mut [u8]) -> usize {
+        let mut done = 0;
+        while done < buf.len() {
+            let last = self.chunks.len() == 1;
+            let Some(front) = self.chunks.front_mut() else { break };
+            let n = (buf.len() - done).min(front.len());
+            buf[done..done + n].copy_from_slice(&front[..n]);
+            front.advance(n);
+            done += n;
+            self.len -= n;
+            if front.is_empty() {
+                if last && front.capacity() > 0 {
+                    // Keep the last chunk's spare room for the next bytes.
+                    break;
+                }
+                let emptied = self.chunks.pop_front().expect("front exists");
+                self.recycle(emptied);
+            }
+        }
+        done
+    }
+
+    /// Drops everything and releases the memory.
+    pub(crate) fn clear(&mut self) {
+        *self = ByteQueue::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn bytes_come_out_in_order_whatever_the_split() {
+        let mut q = ByteQueue::default();
+        let data: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        for piece in data.chunks(7_001) {
+            q.push(piece);
+        }
+        assert_eq!(q.len(), data.len());
+        let mut out = Vec::new();
+        let mut buf = [0u8; 5_000];
+        while !q.is_empty() {
+            let b = q.split_front(16_384);
+            out.extend_from_slice(&b);
+            let n = q.copy_out(&mut buf);
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(out, data);
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn queued_bytes_are_never_moved_while_payloads_are_held() {
+        let mut q = ByteQueue::default();
+        q.push(&[1; 40_000]);
+        let held = q.split_front(16_384);
+        let ptr = q.chunks.front().unwrap().as_ptr();
+        // Much more than the spare room: goes into new chunks.
+        q.push(&[2; 100_000]);
+        assert_eq!(q.chunks.front().unwrap().as_ptr(), ptr, "queued bytes stayed put");
+        assert_eq!(held.len(), 16_384);
+        let spare_room = 40_000usize.max(MIN_CHUNK) - 40_000;
+        assert_eq!(q.front_len(), 40_000 - 16_384 + spare_room);
+        assert_eq!(q.len(), 40_000 - 16_384 + 100_000);
+    }
+
+    #[test]
+    fn emptied_chunks_are_reused_once_their_payloads_are_dropped() {
+        let mut q = ByteQueue::default();
+        // Grow to full-size chunks.
+        for _ in 0..8 {
+            q.push(&[0; 40_000]);
+            while !q.is_empty() {
+                drop(q.split_front(usize::MAX));
+            }
+        }
+        let before = q.capacity();
+        for _ in 0..100 {
+            q.push(&[7; 50_000]);
+            let mut taken = 0;
+            while !q.is_empty() {
+                taken += q.split_front(16_384).len();
+            }
+            assert_eq!(taken, 50_000);
+        }
+        assert!(q.capacity() <= before.max(3 * CHUNK), "no growth: {} vs {before}", q.capacity());
+    }
+
+    #[test]
+    fn small_messages_keep_small_chunks() {
+        let mut q = ByteQueue::default();
+        q.push(b"x");
+        assert!(q.capacity() <= MIN_CHUNK);
+        let mut one = [0u8; 1];
+        assert_eq!(q.copy_out(&mut one), 1);
+        assert!(q.capacity() <= MIN_CHUNK);
+    }
+
+    #[test]
+    fn clear_releases_memory() {
+        let mut q = ByteQueue::default();
+        q.push(&[0; 10]);
+        q.clear();
+        assert_eq!((q.len(), q.capacity()), (0, 0));
+    }
+}
