@@ -370,3 +370,32 @@ proptest! {
         }
     }
 }
+
+/// The FIN goes in a frame of its own, never on a Data frame with payload:
+/// js-libp2p's yamux applies a frame's flags before its data and drops the
+/// data of a frame whose FIN ends the stream (found by the js interop suite).
+#[test]
+fn fin_never_rides_on_data() {
+    use sansp2p::time::Instant;
+    use sansp2p::yamux::{Config, Header, Role, Session, StreamFlags};
+    let now = Instant::ZERO;
+    let mut s = Session::new(now, Role::Client, Config::default()).unwrap();
+    let id = s.open_stream().unwrap();
+    s.write(id, b"last words").unwrap();
+    s.close(id).unwrap();
+    let mut headers = Vec::new();
+    while let Some(t) = s.poll_transmit(now) {
+        headers.push(Header::decode(&t.header).unwrap());
+    }
+    let data: Vec<_> = headers
+        .iter()
+        .filter(|h| matches!(h, Header::Data { .. }))
+        .collect();
+    assert_eq!(data.len(), 1);
+    assert!(matches!(data[0], Header::Data { flags, len: 10, .. } if *flags == StreamFlags::NONE));
+    let last = headers.last().unwrap();
+    assert!(
+        matches!(last, Header::WindowUpdate { flags, .. } if flags.fin),
+        "a bare FIN follows the data: {headers:?}"
+    );
+}

@@ -432,8 +432,19 @@ impl futures_io::AsyncRead for Stream {
                 {
                     Poll::Ready(Ok(0))
                 }
-                Err(e) => Poll::Ready(Err(stream_io_error(e))),
+                Err(e) => Poll::Ready(Err(stream_io_error(gone_as_reset(st, h, e)))),
             })
+    }
+}
+
+/// The node forgets a stream once it is reset; to the reader and writer
+/// that stays a reset, not an unknown stream.
+fn gone_as_reset(st: &State, h: StreamHandle, e: StreamError) -> StreamError {
+    match e {
+        StreamError::UnknownStream if st.streams.get(&h).is_some_and(|w| w.reset) => {
+            StreamError::Reset
+        }
+        e => e,
     }
 }
 
@@ -452,7 +463,7 @@ impl futures_io::AsyncWrite for Stream {
                     st.streams.entry(h).or_default().write = Some(cx.waker().clone());
                     Poll::Pending
                 }
-                Err(e) => Poll::Ready(Err(stream_io_error(e))),
+                Err(e) => Poll::Ready(Err(stream_io_error(gone_as_reset(st, h, e)))),
             })
     }
 

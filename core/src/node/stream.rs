@@ -244,7 +244,11 @@ impl Node {
     pub fn stream_close(&mut self, now: Instant, stream: StreamHandle) -> Result<(), StreamError> {
         self.now = now;
         let (session, st) = self.stream_parts(stream)?;
-        if !st.out.is_empty() {
+        // A lazy stream holds its FIN until the peer confirmed the protocol:
+        // js-libp2p misses a close that arrives, with the proposal and the
+        // data, before its protocol handler runs, and never finishes the
+        // stream. Sending it after the echo costs nothing on the wire.
+        if !st.out.is_empty() || st.negotiating() {
             st.close_after_out = true;
         } else {
             session
@@ -696,7 +700,7 @@ impl Node {
                 Err(_) => return Err(()),
             }
         }
-        if st.out.is_empty() && st.close_after_out {
+        if st.out.is_empty() && st.close_after_out && !st.negotiating() {
             st.close_after_out = false;
             let _ = session.close(sid);
         }
@@ -717,7 +721,9 @@ impl Node {
                     neg.handle_eof();
                     progressed = true;
                 }
-                Err(ReadError::Blocked) => {}
+                // A reset comes as the session's StreamReset event, which
+                // tells whoever waits on the stream (stream_gone).
+                Err(ReadError::Blocked | ReadError::Reset { .. }) => {}
                 Err(_) => return Err(()),
             }
             return Ok(if progressed {

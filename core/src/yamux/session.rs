@@ -1498,12 +1498,16 @@ impl Session {
                 .min(s.send_credit as usize)
                 .min(self.config.split_send_size as usize)
                 .min(max_payload);
-            let fin = s.send == Send::FinQueued && n == s.send_buf.len();
+            // The FIN never rides on a frame that carries data: it follows
+            // in a frame of its own (a bare WindowUpdate from the
+            // stream-control queue), as rust-yamux, go-yamux and js-libp2p
+            // send it. js-libp2p's yamux applies a frame's flags before its
+            // payload and drops the payload when that FIN ends the stream.
+            if s.send == Send::FinQueued && n == s.send_buf.len() {
+                enqueue(&mut self.stream_ctrl, &mut s.in_ctrl_q, raw);
+            }
             let payload = s.send_buf.split_front(n);
             s.send_credit -= n as u32;
-            if fin {
-                s.send = Send::FinSent;
-            }
             if s.sendable() {
                 enqueue(&mut self.data_q, &mut s.in_data_q, raw);
             }
@@ -1515,18 +1519,11 @@ impl Session {
                 s.notify_write = false;
                 self.events.push_back(Event::StreamWritable { id });
             }
-            let flags = StreamFlags {
-                fin,
-                ..StreamFlags::NONE
-            };
             let header = Header::Data {
                 stream: id,
-                flags,
+                flags: StreamFlags::NONE,
                 len: n as u32,
             };
-            if fin {
-                self.maybe_free(id);
-            }
             self.stats.frames_sent += 1;
             return Some(Transmit {
                 header: header.encode(),
