@@ -120,7 +120,8 @@ fn run(streams: usize, write_size: usize, total: u64, zero_copy_read: bool, spli
     }
     let secs = start.elapsed().as_secs_f64();
     let (sa, sb) = (a.stats(), b.stats());
-    let copied = sa.bytes_written + sa.bytes_transmit_copied + sb.bytes_received + sb.bytes_read_copied;
+    let copied =
+        sa.bytes_written + sa.bytes_transmit_copied + sb.bytes_received + sb.bytes_read_copied;
     Figures {
         secs,
         delivered,

@@ -613,8 +613,12 @@ fn failed_addresses_enter_backoff() {
     });
     assert!(net.has(0, |e| matches!(e, Event::DialFailed { errors, .. } if errors == &vec![(tcp_addr(50), AttemptError::Backoff)])));
     // ...while the live address still connects; the dead one stays backed off.
-    net.nodes[0].dial(net.now, Some(b), vec![tcp_addr(50), tcp_addr(2)]).unwrap();
-    net.run_until(Duration::from_secs(5), |net| net.has(0, |e| matches!(e, Event::Dialed { .. })));
+    net.nodes[0]
+        .dial(net.now, Some(b), vec![tcp_addr(50), tcp_addr(2)])
+        .unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(0, |e| matches!(e, Event::Dialed { .. }))
+    });
     assert!(net.nodes[0].is_backed_off(&b, &tcp_addr(50)));
     assert!(!net.nodes[0].is_backed_off(&b, &tcp_addr(2)));
 }

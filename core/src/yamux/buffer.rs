@@ -49,7 +49,11 @@ impl ByteQueue {
 
     /// Bytes allocated (for memory accounting).
     pub(crate) fn capacity(&self) -> usize {
-        self.chunks.iter().chain(&self.spares).map(BytesMut::capacity).sum()
+        self.chunks
+            .iter()
+            .chain(&self.spares)
+            .map(BytesMut::capacity)
+            .sum()
     }
 
     /// Bytes in the front chunk: the most one [`Self::split_front`] returns.
@@ -108,7 +112,9 @@ impl ByteQueue {
     /// the front chunk is shorter).
     pub(crate) fn split_front(&mut self, n: usize) -> Bytes {
         let several = self.chunks.len() > 1;
-        let Some(front) = self.chunks.front_mut() else { return Bytes::new() };
+        let Some(front) = self.chunks.front_mut() else {
+            return Bytes::new();
+        };
         let n = n.min(front.len());
         let out = front.split_to(n).freeze();
         self.len -= n;
@@ -126,7 +132,9 @@ impl ByteQueue {
         let mut done = 0;
         while done < buf.len() {
             let last = self.chunks.len() == 1;
-            let Some(front) = self.chunks.front_mut() else { break };
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
             let n = (buf.len() - done).min(front.len());
             buf[done..done + n].copy_from_slice(&front[..n]);
             front.advance(n);
@@ -183,7 +191,11 @@ mod tests {
         let ptr = q.chunks.front().unwrap().as_ptr();
         // Much more than the spare room: goes into new chunks.
         q.push(&[2; 100_000]);
-        assert_eq!(q.chunks.front().unwrap().as_ptr(), ptr, "queued bytes stayed put");
+        assert_eq!(
+            q.chunks.front().unwrap().as_ptr(),
+            ptr,
+            "queued bytes stayed put"
+        );
         assert_eq!(held.len(), 16_384);
         let spare_room = 40_000usize.max(MIN_CHUNK) - 40_000;
         assert_eq!(q.front_len(), 40_000 - 16_384 + spare_room);
@@ -209,7 +221,11 @@ mod tests {
             }
             assert_eq!(taken, 50_000);
         }
-        assert!(q.capacity() <= before.max(3 * CHUNK), "no growth: {} vs {before}", q.capacity());
+        assert!(
+            q.capacity() <= before.max(3 * CHUNK),
+            "no growth: {} vs {before}",
+            q.capacity()
+        );
     }
 
     #[test]
