@@ -121,6 +121,7 @@ struct State {
     identified: HashMap<PeerId, identify::Info>,
     established: HashMap<ConnectionId, ConnectionInfo>,
     subscribers: Vec<async_channel::Sender<Event>>,
+    /// The deadline the timer task is armed for (`None`: it waits for one).
     timer_deadline: Option<sansp2p::Instant>,
 }
 
@@ -567,8 +568,13 @@ impl Shared {
                 break;
             }
         }
+        // The timer task sleeps until `timer_deadline`. Wake it only to fire
+        // sooner: a later deadline (each ping sets one and drops it when it
+        // completes) is picked up when the armed one fires, since the node
+        // ignores early timeouts. Re-arming on every change cost a task wake
+        // and a reactor notification per ping.
         let deadline = st.node.poll_timeout();
-        if deadline != st.timer_deadline {
+        if deadline.is_some_and(|d| st.timer_deadline.is_none_or(|armed| d < armed)) {
             st.timer_deadline = deadline;
             self.timer.notify(1);
         }
@@ -911,7 +917,11 @@ async fn timer_task(shared: std::sync::Weak<Shared>) {
     loop {
         let Some(s) = shared.upgrade() else { return };
         let listener = s.timer.listen();
-        let deadline = s.lock().node.poll_timeout().map(|t| s.clock.to_std(t));
+        let deadline = {
+            let mut st = s.lock();
+            st.timer_deadline = st.node.poll_timeout();
+            st.timer_deadline.map(|t| s.clock.to_std(t))
+        };
         drop(s);
         match deadline {
             Some(at) => {

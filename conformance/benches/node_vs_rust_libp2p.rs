@@ -1,0 +1,795 @@
+//! Our node against rust-libp2p 0.57, each talking to itself in this
+//! process over loopback TCP with the same stack: `/plaintext/2.0.0`,
+//! `/yamux/1.0.0`, identify and ping running on every connection.
+//!
+//! ```text
+//! cargo bench -p sansp2p-conformance --bench node_vs_rust_libp2p
+//! ROUNDS=n   rounds counted (default 7, at least 1); one warm-up round runs first
+//! SCALE=f    scales the connections per round (50), the pings (1000) and the
+//!            stream size (256 MiB); e.g. SCALE=0.1 for a quick look
+//! THREADS=n  executor threads of each contender (default 1: smol's global
+//!            executor for ours, a tokio runtime with one worker for theirs)
+//! ```
+//!
+//! Three measurements, each run once per contender per round, the two
+//! contenders interleaved (ours, then theirs) because this machine's speed
+//! drifts; the figures are the medians over the rounds of each round's own
+//! ratio:
+//!
+//! * **setup**: from the dial to the first echo byte back, on a new
+//!   connection each time (dial, upgrade, `/echo/1.0.0` stream negotiated,
+//!   one byte echoed), then the connection is closed outside the timing.
+//! * **ping1000**: 1000 sequential pings on one connection, each contender
+//!   with its own ping: ours opens a stream per ping (`Host::ping`),
+//!   rust-libp2p's ping behaviour reuses one stream (interval set to zero on
+//!   a pair of nodes made for this). For reference the round line also shows
+//!   rust-libp2p pinging the way we do, a new `libp2p-stream` stream per ping.
+//! * **stream-throughput**: one stream, unidirectional, until the receiver
+//!   has read every byte (stream already open when the clock starts).
+//!
+//! Each contender's application side (dialing, opening streams, writing,
+//! pinging) runs as a task on that contender's own executor, as an
+//! application on it would; the main thread only starts it and waits.
+//!
+//! Each `RATIO` line is the rust-libp2p time over ours (for throughput our
+//! throughput over theirs): above 1 means ours is faster.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, identity, ping, plaintext, tcp, yamux, StreamProtocol, Swarm};
+use sansp2p::node::Event;
+use sansp2p_smol::{Host, Multiaddr};
+use tokio::sync::{mpsc, oneshot};
+
+const ECHO: &str = "/echo/1.0.0";
+const SINK: &str = "/sansp2p-bench/sink/1.0.0";
+const PING: &str = "/ipfs/ping/1.0.0";
+
+/// Longest any one measurement may take before the bench gives up.
+const LIMIT: Duration = Duration::from_secs(300);
+/// Write size of the throughput sender and read size of the receiver.
+const CHUNK: usize = 64 * 1024;
+
+// -------------------------------------------------------------- parameters
+
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    rounds: usize,
+    setups: usize,
+    pings: usize,
+    stream_bytes: u64,
+    threads: usize,
+}
+
+impl Params {
+    fn from_env() -> Params {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let scale: f64 = var("SCALE").map_or(1.0, |v| v.parse().expect("SCALE is a number"));
+        assert!(scale > 0.0, "SCALE must be positive");
+        let scaled = |n: f64| ((n * scale).round() as usize).max(1);
+        let chunks = scaled((256 * 1024 * 1024 / CHUNK) as f64) as u64;
+        Params {
+            rounds: var("ROUNDS").map_or(7, |v| v.parse().expect("ROUNDS is a count")),
+            setups: scaled(50.0),
+            pings: scaled(1000.0),
+            stream_bytes: chunks * CHUNK as u64,
+            threads: var("THREADS").map_or(1, |v| v.parse().expect("THREADS is a count")),
+        }
+        .checked()
+    }
+
+    fn checked(self) -> Params {
+        assert!(self.rounds >= 1, "ROUNDS must be at least 1");
+        assert!(self.threads >= 1, "THREADS must be at least 1");
+        self
+    }
+
+    /// The warm-up round: small versions of everything.
+    fn warm_up(self) -> Params {
+        Params {
+            setups: self.setups.min(5),
+            pings: self.pings.min(50),
+            stream_bytes: self.stream_bytes.min(16 * 1024 * 1024),
+            ..self
+        }
+    }
+}
+
+/// One round's measurements of one contender.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    /// Mean time of one setup.
+    setup: Duration,
+    /// All pings together.
+    pings: Duration,
+    /// The whole stream.
+    stream: Duration,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn show(d: Duration) -> String {
+    let s = secs(d);
+    if s >= 1.0 {
+        format!("{s:.3} s")
+    } else if s >= 1e-3 {
+        format!("{:.3} ms", s * 1e3)
+    } else {
+        format!("{:.1} µs", s * 1e6)
+    }
+}
+
+fn rate(bytes: u64, d: Duration) -> String {
+    format!("{:.2} GiB/s", bytes as f64 / secs(d) / (1u64 << 30) as f64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn pattern() -> Vec<u8> {
+    (0..CHUNK).map(|i| (i * 7 + i / 256) as u8).collect()
+}
+
+// ------------------------------------------------------------------ ours
+
+/// Fails the bench if `fut` does not finish within [`LIMIT`] (on smol).
+async fn smol_limit<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    smol::future::or(async { Some(fut.await) }, async {
+        smol::Timer::after(LIMIT).await;
+        None
+    })
+    .await
+    .unwrap_or_else(|| panic!("ours: {what} took longer than {LIMIT:?}"))
+}
+
+/// Our contender: `a` holds one connection to `b` (pings, stream), `c`
+/// dials `b` afresh for every setup.
+struct Ours {
+    a: Host,
+    /// Kept alive (its tasks hold the node only weakly): it serves echo,
+    /// the sink and ping.
+    _b: Host,
+    b_id: sansp2p::PeerId,
+    b_addr: Multiaddr,
+    c: Host,
+    c_events: async_channel::Receiver<Event>,
+    sink_done: async_channel::Receiver<u64>,
+    data: Vec<u8>,
+}
+
+fn our_host(seed: u8) -> Host {
+    let key = sansp2p::Keypair::from_secret_bytes([seed; 32]);
+    sansp2p_smol::new_host(sansp2p_smol::Config::new(key)).expect("our host starts")
+}
+
+impl Ours {
+    fn start() -> Ours {
+        smol::block_on(smol_limit("start", async {
+            let (a, b, c) = (our_host(11), our_host(12), our_host(13));
+            let echo = b.accept(ECHO).expect("register echo");
+            smol::spawn(async move {
+                while let Some((_, mut s)) = echo.next().await {
+                    smol::spawn(async move {
+                        let mut data = Vec::new();
+                        if s.read_to_end(&mut data).await.is_ok()
+                            && s.write_all(&data).await.is_ok()
+                        {
+                            let _ = s.close().await;
+                        }
+                    })
+                    .detach();
+                }
+            })
+            .detach();
+            let sink = b.accept(SINK).expect("register sink");
+            let (done_tx, sink_done) = async_channel::unbounded();
+            smol::spawn(async move {
+                while let Some((_, mut s)) = sink.next().await {
+                    let done = done_tx.clone();
+                    smol::spawn(async move {
+                        let mut buf = vec![0u8; CHUNK];
+                        let mut total = 0u64;
+                        while let Ok(n @ 1..) = s.read(&mut buf).await {
+                            total += n as u64;
+                        }
+                        let _ = s.close().await;
+                        let _ = done.send(total).await;
+                    })
+                    .detach();
+                }
+            })
+            .detach();
+            let bound = b
+                .listen(&"/ip4/127.0.0.1/tcp/0".parse().expect("valid"))
+                .await
+                .expect("listen");
+            let b_id = b.local_peer_id();
+            let b_addr: Multiaddr = format!("{bound}/p2p/{b_id}").parse().expect("valid");
+            a.dial(&b_addr).await.expect("a dials b");
+            // Identify done both ways: streams of `a` negotiate lazily, as
+            // on any settled connection.
+            a.wait_identified(&b_id, LIMIT).await.expect("b identifies");
+            b.wait_identified(&a.local_peer_id(), LIMIT)
+                .await
+                .expect("a identifies");
+            let c_events = c.events();
+            Ours {
+                a,
+                _b: b,
+                b_id,
+                b_addr,
+                c,
+                c_events,
+                sink_done,
+                data: pattern(),
+            }
+        }))
+    }
+
+    /// Runs `task` on smol's executor (where the node's own tasks run, as an
+    /// application's would) and waits for it.
+    fn run<T: Send + 'static>(
+        what: &'static str,
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> T {
+        smol::block_on(smol_limit(what, smol::spawn(task)))
+    }
+
+    fn setup(&self, n: usize) -> Duration {
+        let (c, events, b_addr) = (self.c.clone(), self.c_events.clone(), self.b_addr.clone());
+        Ours::run("setup", async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                let start = Instant::now();
+                let peer = c.dial(&b_addr).await.expect("c dials b");
+                let mut s = c.open_stream(peer, ECHO).await.expect("echo stream");
+                s.write_all(&[42]).await.expect("write");
+                s.close().await.expect("close");
+                let mut byte = [0u8; 1];
+                s.read_exact(&mut byte).await.expect("echo byte");
+                total += start.elapsed();
+                assert_eq!(byte, [42]);
+                drop(s);
+                // Closed outside the timing; the next dial must find no
+                // connection to reuse.
+                c.disconnect(&peer);
+                loop {
+                    match events.recv().await.expect("c's events") {
+                        Event::ConnectionClosed { peer: Some(p), .. } if p == peer => break,
+                        _ => {}
+                    }
+                }
+                assert!(c.connections(&peer).is_empty());
+            }
+            total / n as u32
+        })
+    }
+
+    fn ping(&self, n: usize) -> Duration {
+        let (a, b_id) = (self.a.clone(), self.b_id);
+        Ours::run("pings", async move {
+            let start = Instant::now();
+            for _ in 0..n {
+                a.ping(b_id).await.expect("ping");
+            }
+            start.elapsed()
+        })
+    }
+
+    fn stream(&self, bytes: u64) -> Duration {
+        let (a, b_id, done) = (self.a.clone(), self.b_id, self.sink_done.clone());
+        let data = self.data.clone();
+        Ours::run("stream", async move {
+            let mut s = a.open_stream(b_id, SINK).await.expect("sink");
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while sent < bytes {
+                s.write_all(&data).await.expect("write");
+                sent += CHUNK as u64;
+            }
+            s.close().await.expect("close");
+            let got = done.recv().await.expect("the sink reports");
+            let elapsed = start.elapsed();
+            assert_eq!(got, bytes, "the receiver read everything");
+            elapsed
+        })
+    }
+}
+
+// ------------------------------------------------------------ rust-libp2p
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+type TheirEvent = SwarmEvent<BehaviourEvent>;
+type Command = Box<dyn FnOnce(&mut Swarm<Behaviour>) + Send>;
+
+/// One rust-libp2p node: a task owns its swarm, runs commands and forwards
+/// events (dropping the node ends the task and closes its connections).
+struct RustNode {
+    id: libp2p::PeerId,
+    addr: Option<Multiaddr>,
+    control: libp2p_stream::Control,
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::UnboundedReceiver<TheirEvent>,
+}
+
+impl RustNode {
+    /// Builds a node (in a runtime context); `listen` makes it listen on
+    /// loopback first; `ping_interval` sets its ping behaviour's interval.
+    async fn start(seed: u8, listen: bool, ping_interval: Duration) -> RustNode {
+        let key = identity::Keypair::ed25519_from_bytes([seed; 32]).expect("a valid secret");
+        let id = key.public().to_peer_id();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                |k: &identity::Keypair| Ok::<_, Infallible>(plaintext::Config::new(k)),
+                yamux::Config::default,
+            )
+            .expect("the TCP transport")
+            .with_behaviour(|k| Behaviour {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/bench/1.0.0".into(),
+                    k.public(),
+                )),
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(ping_interval)),
+                stream: libp2p_stream::Behaviour::new(),
+            })
+            .expect("the behaviour")
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+            .build();
+        let addr = if listen {
+            swarm
+                .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("valid"))
+                .expect("listen");
+            loop {
+                if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                    break Some(address);
+                }
+            }
+        } else {
+            None
+        };
+        let control = swarm.behaviour().stream.new_control();
+        let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
+        let (event_tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    command = command_rx.recv() => match command {
+                        Some(f) => f(&mut swarm),
+                        None => return,
+                    },
+                    event = swarm.select_next_some() => {
+                        let _ = event_tx.send(event);
+                    }
+                }
+            }
+        });
+        RustNode {
+            id,
+            addr,
+            control,
+            commands,
+            events,
+        }
+    }
+
+    async fn with_swarm<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Swarm<Behaviour>) -> R + Send + 'static,
+    ) -> R {
+        let (tx, rx) = oneshot::channel();
+        let command: Command = Box::new(move |swarm| {
+            let _ = tx.send(f(swarm));
+        });
+        if self.commands.send(command).is_err() {
+            panic!("the rust-libp2p driver is gone");
+        }
+        rx.await.expect("the rust-libp2p driver answers")
+    }
+
+    /// Discards events until `pick` accepts one.
+    async fn wait_for<T>(&mut self, mut pick: impl FnMut(&TheirEvent) -> Option<T>) -> T {
+        loop {
+            let event = self
+                .events
+                .recv()
+                .await
+                .expect("the rust-libp2p driver runs");
+            if let Some(found) = pick(&event) {
+                return found;
+            }
+        }
+    }
+
+    /// The result of this node's next ping.
+    async fn next_ping(&mut self) -> Result<(), String> {
+        self.wait_for(|e| match e {
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { result, .. })) => {
+                Some(result.as_ref().map(|_| ()).map_err(|e| e.to_string()))
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Dials `peer` at `addr` on a new connection; returns once it is up.
+    async fn connect(
+        &mut self,
+        peer: libp2p::PeerId,
+        addr: Multiaddr,
+    ) -> libp2p::swarm::ConnectionId {
+        let opts = DialOpts::peer_id(peer)
+            .addresses(vec![addr])
+            .condition(PeerCondition::Always)
+            .build();
+        self.with_swarm(move |s| s.dial(opts))
+            .await
+            .expect("the dial starts");
+        self.wait_for(|e| match e {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            } if *peer_id == peer => Some(*connection_id),
+            SwarmEvent::OutgoingConnectionError { error, .. } => {
+                panic!("rust-libp2p dial: {error}")
+            }
+            _ => None,
+        })
+        .await
+    }
+}
+
+/// What the rust-libp2p application tasks work with; moved into each
+/// measurement's task and back.
+struct TheirApp {
+    a: RustNode,
+    c: RustNode,
+    b_id: libp2p::PeerId,
+    b_addr: Multiaddr,
+    sink_done: mpsc::UnboundedReceiver<u64>,
+    data: Vec<u8>,
+}
+
+/// The rust-libp2p contender, mirroring [`Ours`]; the native ping pair is
+/// made per round (its pings never stop while it is connected).
+struct Theirs {
+    runtime: tokio::runtime::Runtime,
+    app: Option<TheirApp>,
+    /// Kept alive: it serves echo, the sink and ping.
+    _b: RustNode,
+    next_seed: u8,
+}
+
+async fn tokio_limit<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("rust-libp2p: {what} took longer than {LIMIT:?}"))
+}
+
+impl Theirs {
+    fn start(threads: usize) -> Theirs {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("rust-libp2p")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let (app, b) = runtime.block_on(tokio_limit("start", async {
+            let never = Duration::from_secs(3600);
+            let mut a = RustNode::start(21, false, never).await;
+            let mut b = RustNode::start(22, true, never).await;
+            let c = RustNode::start(23, false, never).await;
+            let mut echo = b.control.accept(StreamProtocol::new(ECHO)).expect("echo");
+            tokio::spawn(async move {
+                while let Some((_, mut s)) = echo.next().await {
+                    tokio::spawn(async move {
+                        let mut data = Vec::new();
+                        if s.read_to_end(&mut data).await.is_ok()
+                            && s.write_all(&data).await.is_ok()
+                        {
+                            let _ = s.close().await;
+                        }
+                    });
+                }
+            });
+            let mut sink = b.control.accept(StreamProtocol::new(SINK)).expect("sink");
+            let (done_tx, sink_done) = mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Some((_, mut s)) = sink.next().await {
+                    let done = done_tx.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; CHUNK];
+                        let mut total = 0u64;
+                        while let Ok(n @ 1..) = s.read(&mut buf).await {
+                            total += n as u64;
+                        }
+                        let _ = s.close().await;
+                        let _ = done.send(total);
+                    });
+                }
+            });
+            let b_addr = b.addr.clone().expect("b listens");
+            a.connect(b.id, b_addr.clone()).await;
+            // As for ours: identify done both ways before measuring.
+            let a_id = a.id;
+            a.wait_for(|e| {
+                matches!(
+                    e,
+                    SwarmEvent::Behaviour(BehaviourEvent::Identify(
+                        identify::Event::Received { .. }
+                    ))
+                )
+                .then_some(())
+            })
+            .await;
+            b.wait_for(|e| match e {
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                    peer_id,
+                    ..
+                })) if *peer_id == a_id => Some(()),
+                _ => None,
+            })
+            .await;
+            let app = TheirApp {
+                a,
+                c,
+                b_id: b.id,
+                b_addr,
+                sink_done,
+                data: pattern(),
+            };
+            (app, b)
+        }));
+        Theirs {
+            runtime,
+            app: Some(app),
+            _b: b,
+            next_seed: 100,
+        }
+    }
+
+    /// Runs `task` on the tokio runtime (where the swarms and their
+    /// connections run, as an application's tasks would) and waits for it.
+    fn run<T: Send + 'static, F>(
+        &mut self,
+        what: &'static str,
+        task: impl FnOnce(TheirApp) -> F,
+    ) -> T
+    where
+        F: Future<Output = (TheirApp, T)> + Send + 'static,
+    {
+        let app = self.app.take().expect("no measurement runs");
+        let handle = self.runtime.spawn(task(app));
+        let (app, result) = self
+            .runtime
+            .block_on(tokio_limit(what, handle))
+            .expect("the measurement task");
+        self.app = Some(app);
+        result
+    }
+
+    fn setup(&mut self, n: usize) -> Duration {
+        self.run("setup", move |mut app| async move {
+            let mut total = Duration::ZERO;
+            let (b_id, b_addr) = (app.b_id, app.b_addr.clone());
+            let c = &mut app.c;
+            for _ in 0..n {
+                let start = Instant::now();
+                let conn = c.connect(b_id, b_addr.clone()).await;
+                let mut s = c
+                    .control
+                    .open_stream(b_id, StreamProtocol::new(ECHO))
+                    .await
+                    .expect("echo stream");
+                s.write_all(&[42]).await.expect("write");
+                s.close().await.expect("close");
+                let mut byte = [0u8; 1];
+                s.read_exact(&mut byte).await.expect("echo byte");
+                total += start.elapsed();
+                assert_eq!(byte, [42]);
+                drop(s);
+                c.with_swarm(move |s| s.close_connection(conn)).await;
+                c.wait_for(|e| match e {
+                    SwarmEvent::ConnectionClosed { connection_id, .. }
+                        if *connection_id == conn =>
+                    {
+                        Some(())
+                    }
+                    _ => None,
+                })
+                .await;
+            }
+            (app, total / n as u32)
+        })
+    }
+
+    /// rust-libp2p's own ping: a fresh pair whose dialer pings with a zero
+    /// interval on one stream; the time of `n` pings after the first.
+    fn ping_native(&mut self, n: usize) -> Duration {
+        let seeds = (self.next_seed, self.next_seed + 1);
+        self.next_seed += 2;
+        self.run("native pings", move |app| async move {
+            let mut pinger = RustNode::start(seeds.0, false, Duration::ZERO).await;
+            let target = RustNode::start(seeds.1, true, Duration::from_secs(3600)).await;
+            let addr = target.addr.clone().expect("listens");
+            pinger.connect(target.id, addr).await;
+            // The first ping also opens the stream.
+            pinger.next_ping().await.expect("first ping");
+            let start = Instant::now();
+            for _ in 0..n {
+                pinger.next_ping().await.expect("ping");
+            }
+            let elapsed = start.elapsed();
+            drop(target);
+            (app, elapsed)
+        })
+    }
+
+    /// rust-libp2p pinging the way we do: a new stream per ping.
+    fn ping_stream_per_ping(&mut self, n: usize) -> Duration {
+        self.run("stream-per-ping pings", move |mut app| async move {
+            let b_id = app.b_id;
+            let control = &mut app.a.control;
+            let start = Instant::now();
+            for i in 0..n {
+                let mut s = control
+                    .open_stream(b_id, StreamProtocol::new(PING))
+                    .await
+                    .expect("ping stream");
+                let payload = [i as u8; 32];
+                s.write_all(&payload).await.expect("write");
+                let mut echo = [0u8; 32];
+                s.read_exact(&mut echo).await.expect("echo");
+                assert_eq!(echo, payload);
+                s.close().await.expect("close");
+            }
+            let elapsed = start.elapsed();
+            (app, elapsed)
+        })
+    }
+
+    fn stream(&mut self, bytes: u64) -> Duration {
+        self.run("stream", move |mut app| async move {
+            let b_id = app.b_id;
+            let mut s = app
+                .a
+                .control
+                .open_stream(b_id, StreamProtocol::new(SINK))
+                .await
+                .expect("sink");
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while sent < bytes {
+                s.write_all(&app.data).await.expect("write");
+                sent += CHUNK as u64;
+            }
+            s.close().await.expect("close");
+            let got = app.sink_done.recv().await.expect("the sink reports");
+            let elapsed = start.elapsed();
+            assert_eq!(got, bytes, "the receiver read everything");
+            drop(s);
+            (app, elapsed)
+        })
+    }
+}
+
+// -------------------------------------------------------------------- main
+
+fn main() {
+    let params = Params::from_env();
+    // smol's global executor reads this when it starts (on the first spawn).
+    std::env::set_var("SMOL_THREADS", params.threads.to_string());
+    println!(
+        "node_vs_rust_libp2p: {} rounds (+1 warm-up), {} connections, {} pings, {} MiB stream, {} executor thread(s) each; plaintext + yamux, loopback",
+        params.rounds,
+        params.setups,
+        params.pings,
+        params.stream_bytes >> 20,
+        params.threads
+    );
+    let ours = Ours::start();
+    let mut theirs = Theirs::start(params.threads);
+
+    let mut ratios: [Vec<f64>; 3] = Default::default();
+    let mut figures: Vec<(Figures, Figures)> = Vec::new();
+    for round in 0..=params.rounds {
+        let p = if round == 0 { params.warm_up() } else { params };
+        // Interleaved: ours, then theirs, measurement by measurement.
+        let setup = (ours.setup(p.setups), theirs.setup(p.setups));
+        let pings = (ours.ping(p.pings), theirs.ping_native(p.pings));
+        let their_stream_pings = theirs.ping_stream_per_ping(p.pings);
+        let stream = (ours.stream(p.stream_bytes), theirs.stream(p.stream_bytes));
+        let r = [
+            secs(setup.1) / secs(setup.0),
+            secs(pings.1) / secs(pings.0),
+            secs(stream.1) / secs(stream.0),
+        ];
+        let label = if round == 0 {
+            "warm-up".to_string()
+        } else {
+            format!("round {round}")
+        };
+        println!(
+            "{label}: setup ours {} rust-libp2p {} (x{:.2}) | ping{} ours {} rust-libp2p {} (x{:.2}; rust-libp2p with a stream per ping {}) | stream {} MiB ours {} rust-libp2p {} (x{:.2})",
+            show(setup.0),
+            show(setup.1),
+            r[0],
+            p.pings,
+            show(pings.0),
+            show(pings.1),
+            r[1],
+            show(their_stream_pings),
+            p.stream_bytes >> 20,
+            rate(p.stream_bytes, stream.0),
+            rate(p.stream_bytes, stream.1),
+            r[2],
+        );
+        if round > 0 {
+            for (all, one) in ratios.iter_mut().zip(r) {
+                all.push(one);
+            }
+            figures.push((
+                Figures {
+                    setup: setup.0,
+                    pings: pings.0,
+                    stream: stream.0,
+                },
+                Figures {
+                    setup: setup.1,
+                    pings: pings.1,
+                    stream: stream.1,
+                },
+            ));
+        }
+    }
+
+    let med = |f: &dyn Fn(&(Figures, Figures)) -> Duration| {
+        Duration::from_secs_f64(median(figures.iter().map(|x| secs(f(x))).collect()))
+    };
+    println!("medians over {} rounds:", params.rounds);
+    println!(
+        "  setup (dial to first echo byte, per connection): ours {}, rust-libp2p {}",
+        show(med(&|x| x.0.setup)),
+        show(med(&|x| x.1.setup))
+    );
+    println!(
+        "  {} sequential pings: ours {} ({} each), rust-libp2p {} ({} each)",
+        params.pings,
+        show(med(&|x| x.0.pings)),
+        show(med(&|x| x.0.pings) / params.pings as u32),
+        show(med(&|x| x.1.pings)),
+        show(med(&|x| x.1.pings) / params.pings as u32)
+    );
+    println!(
+        "  one stream of {} MiB: ours {}, rust-libp2p {}",
+        params.stream_bytes >> 20,
+        rate(params.stream_bytes, med(&|x| x.0.stream)),
+        rate(params.stream_bytes, med(&|x| x.1.stream))
+    );
+    let [setup, pings, stream] = ratios.map(median);
+    println!("RATIO setup/rust-libp2p {setup:.3}");
+    println!("RATIO ping1000/rust-libp2p {pings:.3}");
+    println!("RATIO stream-throughput/rust-libp2p {stream:.3}");
+}
