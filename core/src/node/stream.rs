@@ -333,6 +333,26 @@ impl Node {
         self.after_session_command(stream.conn);
     }
 
+    /// Resets a stream the node gave up on and tells whoever waits on it
+    /// (a pending open, a ping, a reader), unlike a reset the application
+    /// asked for.
+    fn fail_stream(&mut self, stream: StreamHandle) {
+        let Some(c) = self.conns.get_mut(&stream.conn) else {
+            return;
+        };
+        let Some(st) = c.streams.remove(&stream.id) else {
+            return;
+        };
+        if let ConnState::Muxed(session) = &mut c.state {
+            let _ = session.reset(yamux_id(stream));
+        }
+        if !st.outbound && st.negotiating() {
+            c.negotiating_inbound = c.negotiating_inbound.saturating_sub(1);
+        }
+        self.stream_gone(stream, st);
+        self.after_session_command(stream.conn);
+    }
+
     pub(super) fn open_builtin(&mut self, conn: ConnectionId, builtin: Builtin) {
         if let Ok(stream) = self.open_builtin_checked(conn, builtin) {
             self.pump(stream);
@@ -672,7 +692,7 @@ impl Node {
                     }
                 }
                 Ok(Outcome::Failed) | Err(()) => {
-                    self.reset_stream(stream);
+                    self.fail_stream(stream);
                     return;
                 }
             }
