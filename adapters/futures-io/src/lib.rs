@@ -6,7 +6,7 @@
 //! Tasks: one accept loop per listener, a reader and a writer per
 //! connection, and one timer task. They share the node behind a mutex that
 //! is never held across an `.await`; after every call into the node the
-//! holder drains its outputs ([`Shared::drive`]), waking whichever task or
+//! holder drains its outputs (`Shared::drive`), waking whichever task or
 //! stream each output concerns.
 
 use std::collections::HashMap;

@@ -7,7 +7,7 @@
 //!
 //! The security seam: [`Security`] names the protocols the pipeline can run.
 //! Today that is plaintext only; noise adds a variant whose handshake machine
-//! sits in [`Stage::Securing`] and whose cipher then wraps every byte the
+//! sits in the securing stage and whose cipher then wraps every byte the
 //! muxer reads and writes.
 
 use alloc::vec::Vec;
