@@ -38,7 +38,7 @@ use std::time::{Duration, Instant as StdInstant};
 use futures::{AsyncReadExt as _, AsyncWriteExt as _};
 use sansp2p::time::Instant;
 use sansp2p::yamux::{Config, Event, ReadError, Role, Session, StreamId, WriteError};
-use sansp2p_conformance::yamux_driver::{Driver, IoStats, Readiness};
+use sansp2p_conformance::yamux_driver::{Driver, IoStats, MioReadiness};
 
 /// Counts live heap bytes, for [`session_memory`].
 #[global_allocator]
@@ -130,38 +130,8 @@ fn raw_tcp(shape: Shape) -> Duration {
 
 // ------------------------------------------------------------------ our side
 
-struct Mio {
-    poll: mio::Poll,
-    events: mio::Events,
-    _source: mio::net::TcpStream,
-}
-
-impl Readiness for Mio {
-    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        match self.poll.poll(&mut self.events, Some(timeout)) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            other => other,
-        }
-    }
-}
-
-fn driver(socket: TcpStream, role: Role) -> Driver<Mio> {
-    let dup = socket.try_clone().expect("dup");
-    dup.set_nonblocking(true).expect("non-blocking");
-    let mut source = mio::net::TcpStream::from_std(dup);
-    let poll = mio::Poll::new().expect("poll");
-    poll.registry()
-        .register(
-            &mut source,
-            mio::Token(0),
-            mio::Interest::READABLE | mio::Interest::WRITABLE,
-        )
-        .expect("register");
-    let readiness = Mio {
-        poll,
-        events: mio::Events::with_capacity(8),
-        _source: source,
-    };
+fn driver(socket: TcpStream, role: Role) -> Driver<MioReadiness> {
+    let readiness = MioReadiness::for_socket(&socket).expect("watch the socket");
     Driver::new(socket, role, Config::default(), readiness).expect("driver")
 }
 

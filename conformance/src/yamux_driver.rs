@@ -44,6 +44,40 @@ pub trait Readiness {
     fn wait(&mut self, timeout: Duration) -> io::Result<()>;
 }
 
+/// mio readiness for a driver's socket: a duplicate of the descriptor is
+/// registered (edge-triggered) for both directions.
+#[derive(Debug)]
+pub struct MioReadiness {
+    poll: mio::Poll,
+    events: mio::Events,
+    _source: mio::net::TcpStream,
+}
+
+impl MioReadiness {
+    /// Watches `socket` (which the driver keeps using directly).
+    pub fn for_socket(socket: &std::net::TcpStream) -> io::Result<Self> {
+        let dup = socket.try_clone()?;
+        dup.set_nonblocking(true)?;
+        let mut source = mio::net::TcpStream::from_std(dup);
+        let poll = mio::Poll::new()?;
+        poll.registry().register(
+            &mut source,
+            mio::Token(0),
+            mio::Interest::READABLE | mio::Interest::WRITABLE,
+        )?;
+        Ok(MioReadiness { poll, events: mio::Events::with_capacity(8), _source: source })
+    }
+}
+
+impl Readiness for MioReadiness {
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            other => other,
+        }
+    }
+}
+
 /// Counters of the socket work the driver did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IoStats {

@@ -27,50 +27,18 @@ use sansp2p::yamux::{
     Config, Event, GoAwayCode, OpenError, ReadError, Role, Session, StreamId, WriteError,
 };
 use sansp2p_conformance::tcp_pair;
-use sansp2p_conformance::yamux_driver::{Driver, Readiness};
+use sansp2p_conformance::yamux_driver::{Driver, MioReadiness};
 
 /// Longest a whole test may take, on either side.
 const BUDGET: Duration = Duration::from_secs(25);
 
 // ------------------------------------------------------------------ our side
 
-/// mio readiness for our socket: a duplicate of the descriptor is registered
-/// (edge-triggered) for both directions.
-struct Mio {
-    poll: mio::Poll,
-    events: mio::Events,
-    _source: mio::net::TcpStream,
+fn mio_for(socket: &TcpStream) -> MioReadiness {
+    MioReadiness::for_socket(socket).expect("watch the socket")
 }
 
-impl Readiness for Mio {
-    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        match self.poll.poll(&mut self.events, Some(timeout)) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            other => other,
-        }
-    }
-}
-
-fn mio_for(socket: &TcpStream) -> Mio {
-    let dup = socket.try_clone().expect("duplicate the socket");
-    dup.set_nonblocking(true).expect("non-blocking");
-    let mut source = mio::net::TcpStream::from_std(dup);
-    let poll = mio::Poll::new().expect("mio poll");
-    poll.registry()
-        .register(
-            &mut source,
-            mio::Token(0),
-            mio::Interest::READABLE | mio::Interest::WRITABLE,
-        )
-        .expect("register the socket");
-    Mio {
-        poll,
-        events: mio::Events::with_capacity(8),
-        _source: source,
-    }
-}
-
-type Ours = Driver<Mio>;
+type Ours = Driver<MioReadiness>;
 
 /// A deadline for the whole test and the time left until it.
 struct Deadline(StdInstant);

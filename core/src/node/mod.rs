@@ -715,7 +715,7 @@ impl Node {
         self.peer_protocols.get(peer).map(|v| v.as_slice())
     }
 
-    /// Bytes queued and readable on a stream (diagnostics).
+    /// The protocol a stream agreed on, once it did.
     pub fn stream_protocol(&self, stream: StreamHandle) -> Option<&str> {
         self.conns
             .get(&stream.conn)?

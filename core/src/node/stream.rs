@@ -726,7 +726,13 @@ impl Node {
         }
         let mut progressed = false;
 
-        // 2. Negotiation reads through the negotiator.
+        // 2. Negotiation reads through the negotiator. A listener answers
+        // each proposal (`na` or the echo); while an answer is still unsent
+        // it reads no further, so a dialer proposing without reading cannot
+        // grow our queue.
+        if st.negotiating() && !st.outbound && !st.out.is_empty() {
+            return Ok(Outcome::Nothing);
+        }
         if st.negotiating() {
             let neg = st.neg.as_mut().expect("negotiating");
             match session.read_chunk(sid, READ_CHUNK) {
@@ -759,6 +765,10 @@ impl Node {
         } else {
             match &st.kind {
                 Kind::User | Kind::Inbound => return Ok(Outcome::Nothing),
+                // Echoes the peer has not taken yet: read no more pings until
+                // they are out, so a peer that pings without reading runs into
+                // its own flow-control window instead of our memory.
+                Kind::PingServe { .. } if !st.out.is_empty() => return Ok(Outcome::Nothing),
                 _ => match session.read_chunk(sid, READ_CHUNK) {
                     Ok(Some(chunk)) => Some(chunk),
                     Ok(None) => None,

@@ -724,3 +724,37 @@ fn upgrade_timeout_closes_a_silent_connection() {
     net.nodes[0].handle_timeout(t);
     assert!(core::iter::from_fn(|| net.nodes[0].poll_action()).any(|a| a == Action::Close { conn }));
 }
+
+#[test]
+fn a_peer_that_pings_without_reading_the_echoes_is_pushed_back() {
+    let mut net = Net::new(2);
+    net.connect(0, 1);
+    let b = net.peer(1);
+    // Node 0 speaks ping as a plain application stream and never reads.
+    let stream = net.nodes[0]
+        .open_stream(net.now, b, [crate::protocols::ping::PROTOCOL])
+        .unwrap();
+    let chunk = [7u8; 32 * 1024];
+    let mut written = 0usize;
+    // Ten seconds of virtual time, writing whenever there is room.
+    let end = net.now + Duration::from_secs(10);
+    while net.now < end {
+        while let Ok(n) = net.nodes[0].stream_write(net.now, stream, &chunk) {
+            written += n;
+        }
+        while net.step() {}
+        let next = net.wire.front().map(|(t, ..)| *t).unwrap_or(end);
+        net.now = next.max(net.now + Duration::from_millis(1));
+        let now = net.now;
+        for n in &mut net.nodes {
+            n.handle_timeout(now);
+        }
+    }
+    // The responder holds at most its echo queue plus one window of input,
+    // so the pinger cannot push more than a few windows through.
+    assert!(written > 0, "the ping stream took data at all");
+    assert!(
+        written < 8 << 20,
+        "{written} bytes accepted from a peer that never reads"
+    );
+}
