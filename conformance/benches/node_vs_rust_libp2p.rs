@@ -34,15 +34,17 @@
 //! Each `RATIO` line is the rust-libp2p time over ours (for throughput our
 //! throughput over theirs): above 1 means ours is faster.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, identity, ping, plaintext, tcp, yamux, StreamProtocol, Swarm};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, ping, StreamProtocol, Swarm};
 use sansp2p::node::Event;
+use sansp2p_conformance::rust_peer::{
+    build_swarm, spawn_driver, Behaviour, BehaviourEvent, Command, Options, TheirEvent,
+};
 use sansp2p_smol::{Host, Multiaddr};
 use tokio::sync::{mpsc, oneshot};
 
@@ -312,16 +314,6 @@ impl Ours {
 
 // ------------------------------------------------------------ rust-libp2p
 
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    stream: libp2p_stream::Behaviour,
-}
-
-type TheirEvent = SwarmEvent<BehaviourEvent>;
-type Command = Box<dyn FnOnce(&mut Swarm<Behaviour>) + Send>;
-
 /// One rust-libp2p node: a task owns its swarm, runs commands and forwards
 /// events (dropping the node ends the task and closes its connections).
 struct RustNode {
@@ -336,27 +328,16 @@ impl RustNode {
     /// Builds a node (in a runtime context); `listen` makes it listen on
     /// loopback first; `ping_interval` sets its ping behaviour's interval.
     async fn start(seed: u8, listen: bool, ping_interval: Duration) -> RustNode {
-        let key = identity::Keypair::ed25519_from_bytes([seed; 32]).expect("a valid secret");
-        let id = key.public().to_peer_id();
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                |k: &identity::Keypair| Ok::<_, Infallible>(plaintext::Config::new(k)),
-                yamux::Config::default,
-            )
-            .expect("the TCP transport")
-            .with_behaviour(|k| Behaviour {
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/bench/1.0.0".into(),
-                    k.public(),
-                )),
-                ping: ping::Behaviour::new(ping::Config::new().with_interval(ping_interval)),
-                stream: libp2p_stream::Behaviour::new(),
-            })
-            .expect("the behaviour")
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-            .build();
+        let mut swarm = build_swarm(
+            seed,
+            Options {
+                protocol_version: "/bench/1.0.0".into(),
+                agent_version: None,
+                ping: ping::Config::new().with_interval(ping_interval),
+                idle_timeout: Duration::from_secs(600),
+            },
+        );
+        let id = *swarm.local_peer_id();
         let addr = if listen {
             swarm
                 .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("valid"))
@@ -370,21 +351,7 @@ impl RustNode {
             None
         };
         let control = swarm.behaviour().stream.new_control();
-        let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
-        let (event_tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    command = command_rx.recv() => match command {
-                        Some(f) => f(&mut swarm),
-                        None => return,
-                    },
-                    event = swarm.select_next_some() => {
-                        let _ = event_tx.send(event);
-                    }
-                }
-            }
-        });
+        let (commands, events) = spawn_driver(swarm);
         RustNode {
             id,
             addr,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use sansp2p::multistream::{self, Negotiator};
 use sansp2p::security::plaintext;
 
+pub mod rust_peer;
 pub mod yamux_driver;
 
 /// Longest wait for any single socket operation or for the remote side as a whole.

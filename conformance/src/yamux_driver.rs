@@ -65,7 +65,11 @@ impl MioReadiness {
             mio::Token(0),
             mio::Interest::READABLE | mio::Interest::WRITABLE,
         )?;
-        Ok(MioReadiness { poll, events: mio::Events::with_capacity(8), _source: source })
+        Ok(MioReadiness {
+            poll,
+            events: mio::Events::with_capacity(8),
+            _source: source,
+        })
     }
 }
 

@@ -12,18 +12,20 @@
 //! with theirs dialing. Every wait has a deadline ([`STEP`]) and every test
 //! as a whole has one ([`TEST_LIMIT`]), so a hang fails instead of blocking.
 
-use std::convert::Infallible;
 use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::core::ConnectedPoint;
-use libp2p::swarm::{ConnectionError, DialError, NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, identity, ping, plaintext, tcp, yamux, StreamProtocol, Swarm};
+use libp2p::swarm::{ConnectionError, DialError, SwarmEvent};
+use libp2p::{identify, ping, StreamProtocol, Swarm};
 use sansp2p::node::{AttemptError, ConnectionId, Event, UpgradeError};
 use sansp2p::security::plaintext::PlaintextError;
 use sansp2p_conformance::payload;
+use sansp2p_conformance::rust_peer::{
+    build_swarm, spawn_driver, Behaviour, BehaviourEvent, Command, Options, TheirEvent,
+};
 use sansp2p_smol::{Host, Multiaddr};
 use tokio::sync::{mpsc, oneshot};
 
@@ -204,16 +206,6 @@ impl<E: Debug> Backlog<E> {
 
 // ------------------------------------------------------------ rust-libp2p
 
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    stream: libp2p_stream::Behaviour,
-}
-
-type TheirEvent = SwarmEvent<BehaviourEvent>;
-type Command = Box<dyn FnOnce(&mut Swarm<Behaviour>) + Send>;
-
 /// A rust-libp2p node on its own tokio runtime, listening on loopback and
 /// echoing `/echo/1.0.0` streams.
 struct RustPeer {
@@ -235,36 +227,22 @@ impl RustPeer {
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        let key = identity::Keypair::ed25519_from_bytes([seed; 32]).expect("a valid secret");
-        let id = key.public().to_peer_id();
-        let mut swarm = {
-            // The TCP transport registers its sockets with this runtime.
-            let _context = runtime.enter();
-            let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-                .with_tokio()
-                .with_tcp(
-                    tcp::Config::default().nodelay(true),
-                    |k: &identity::Keypair| Ok::<_, Infallible>(plaintext::Config::new(k)),
-                    yamux::Config::default,
-                )
-                .expect("the TCP transport")
-                .with_behaviour(|k| Behaviour {
-                    identify: identify::Behaviour::new(
-                        identify::Config::new(THEIR_PROTOCOL_VERSION.into(), k.public())
-                            .with_agent_version(THEIR_AGENT.into()),
-                    ),
-                    ping: ping::Behaviour::default(),
-                    stream: libp2p_stream::Behaviour::new(),
-                })
-                .expect("the behaviour")
+        // The TCP transport registers its sockets with this runtime.
+        let _context = runtime.enter();
+        let mut swarm = build_swarm(
+            seed,
+            Options {
+                protocol_version: THEIR_PROTOCOL_VERSION.into(),
+                agent_version: Some(THEIR_AGENT.into()),
+                ping: ping::Config::new(),
                 // Without streams the connections would close at once.
-                .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-                .build();
-            swarm
-                .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("valid"))
-                .expect("listen");
-            swarm
-        };
+                idle_timeout: Duration::from_secs(60),
+            },
+        );
+        let id = *swarm.local_peer_id();
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("valid"))
+            .expect("listen");
         let addr = runtime.block_on(async {
             let listening = async {
                 loop {
@@ -290,23 +268,7 @@ impl RustPeer {
             }
         });
 
-        let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
-        let (event_tx, events) = mpsc::unbounded_channel();
-        runtime.spawn(async move {
-            loop {
-                tokio::select! {
-                    command = command_rx.recv() => match command {
-                        Some(f) => f(&mut swarm),
-                        None => return,
-                    },
-                    event = swarm.select_next_some() => {
-                        if event_tx.send(event).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        let (commands, events) = spawn_driver(swarm);
         RustPeer {
             id,
             addr,
