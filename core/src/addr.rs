@@ -405,7 +405,10 @@ pub fn ip_scope(ip: IpAddr) -> Scope {
 
 fn dns_scope(name: &str) -> Scope {
     let name = name.strip_suffix('.').unwrap_or(name);
+    // Compared as bytes: a peer's name may hold multi-byte characters, and
+    // slicing the str at a byte offset inside one would panic.
     let ends_with = |suffix: &str| {
+        let (name, suffix) = (name.as_bytes(), suffix.as_bytes());
         name.len() >= suffix.len() && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
     };
     if name.eq_ignore_ascii_case("localhost") || ends_with(".localhost") {
@@ -757,6 +760,11 @@ mod tests {
             Err(AddrError::InvalidValue(421))
         );
         assert_eq!(classify(&[0x7f]), Err(AddrError::UnknownProtocol(0x7f)));
+        // Found by the fuzzer: a DNS name whose multi-byte character straddles
+        // the suffix check's offset once panicked.
+        let mut dns = std::vec![0x35, 8];
+        dns.extend_from_slice("7\u{1ff}q    ".as_bytes());
+        assert_eq!(classify(&dns).map(|i| i.scope), Ok(Scope::Public));
         assert!(classify(&[]).is_ok());
     }
 }
