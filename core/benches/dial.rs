@@ -7,9 +7,12 @@
 //! 2. `N` peers x 10 addresses (N = 1 000, 10 000, 100 000) through the
 //!    `Dialer` (workers + limiter + backoff + black-hole filter) on a
 //!    virtual clock, against a simulated network with fixed odds: machine
-//!    events (inputs + outputs) per second and ns per event, which should
-//!    stay flat as N grows; and the resident memory per pending peer;
-//! 3. resident memory per backoff entry.
+//!    events (inputs + outputs) per second and ns per event (time inside the
+//!    dialer's calls only), which should stay flat as N grows; and the
+//!    resident memory per pending peer;
+//! 3. resident memory per backoff entry;
+//! 4. `RATIO` lines: ns per event at 10 000 and 100 000 peers over 1 000
+//!    peers, from the same run.
 //!
 //! Memory is the growth of the process's resident set (`/proc/self/statm`,
 //! Linux), measured in a fresh child process per scale so freed memory of
@@ -123,6 +126,9 @@ fn memory_per_pending_peer(n: u64, addrs: &[Vec<Addr>]) -> f64 {
     let mut config = DialerConfig::default();
     config.max_requests = n as usize * 2 + 16;
     let mut d = Dialer::new(peer(u64::MAX), config).unwrap();
+    // A `Bytes` made from a `Vec` allocates its shared header on the first
+    // clone: part of the address, not of the dialer.
+    black_box(addrs.iter().flatten().cloned().collect::<Vec<Addr>>());
     let rss0 = rss_bytes();
     for p in 0..n {
         let copies = if p.is_multiple_of(10) { 2 } else { 1 };
@@ -143,6 +149,19 @@ fn memory_per_pending_peer(n: u64, addrs: &[Vec<Addr>]) -> f64 {
     per_peer
 }
 
+/// Wall time spent inside the dialer's own calls.
+#[derive(Default)]
+struct Stopwatch(Duration);
+
+impl Stopwatch {
+    fn time<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let start = WallClock::now();
+        let out = f();
+        self.0 += start.elapsed();
+        out
+    }
+}
+
 /// `n` peers through the dialer against a simulated network: 25 % of
 /// attempts succeed after 20-200 ms, 10 % complete a TCP handshake after
 /// 30-80 ms and then upgrade (2/3) or fail 100 ms later, 60 % are refused
@@ -151,7 +170,11 @@ fn memory_per_pending_peer(n: u64, addrs: &[Vec<Addr>]) -> f64 {
 /// refused by backoff).
 /// `arrivals_per_sec`: `None` asks every peer at time zero (a burst), else
 /// peers arrive at that steady rate.
-fn simulate(n: u64, addrs: &[Vec<Addr>], arrivals_per_sec: Option<u64>) -> SimResult {
+///
+/// Only the dialer's calls are timed: each peer's addresses are made just
+/// before its request (warm, as when they come fresh from identify or a
+/// peer store) and the simulated network's bookkeeping is left out.
+fn simulate(n: u64, arrivals_per_sec: Option<u64>) -> SimResult {
     let mut config = DialerConfig::default();
     config.max_requests = n as usize * 2 + 16;
     let mut d = Dialer::new(peer(u64::MAX), config).unwrap();
@@ -165,8 +188,10 @@ fn simulate(n: u64, addrs: &[Vec<Addr>], arrivals_per_sec: Option<u64>) -> SimRe
     let (mut peak_backoff, mut peak_pending) = (0, 0);
     let arrival_gap = arrivals_per_sec.map(|r| Duration::from_nanos(1_000_000_000 / r));
     let mut next_peer = 0u64;
+    let mut clock = Stopwatch::default();
+    let mut actions = Vec::new();
+    let mut done = Vec::new();
 
-    let start = WallClock::now();
     loop {
         // Arrivals due now.
         while next_peer < n {
@@ -179,22 +204,24 @@ fn simulate(n: u64, addrs: &[Vec<Addr>], arrivals_per_sec: Option<u64>) -> SimRe
             }
             let p = next_peer;
             next_peer += 1;
+            let addrs = peer_addrs(p);
             let copies = if p.is_multiple_of(10) { 2 } else { 1 };
             for _ in 0..copies {
-                d.dial(
-                    now,
-                    peer(p),
-                    addrs[p as usize].iter().cloned(),
-                    DialOpts::default(),
-                )
-                .unwrap();
+                let list = addrs.clone();
+                clock
+                    .time(|| d.dial(now, peer(p), list, DialOpts::default()))
+                    .unwrap();
                 events += 1;
                 requests += 1;
             }
         }
         // Outputs.
-        while let Some(a) = d.poll_action() {
-            events += 1;
+        clock.time(|| {
+            actions.extend(std::iter::from_fn(|| d.poll_action()));
+            done.extend(std::iter::from_fn(|| d.poll_event()));
+        });
+        events += (actions.len() + done.len()) as u64;
+        for a in actions.drain(..) {
             match a {
                 Action::Dial { attempt, .. } => {
                     let (delay_ms, outcome) = match rng.below(100) {
@@ -215,8 +242,7 @@ fn simulate(n: u64, addrs: &[Vec<Addr>], arrivals_per_sec: Option<u64>) -> SimRe
                 _ => {}
             }
         }
-        while let Some(e) = d.poll_event() {
-            events += 1;
+        for e in done.drain(..) {
             let Event::RequestDone {
                 peer: p, result, ..
             } = e
@@ -234,13 +260,10 @@ fn simulate(n: u64, addrs: &[Vec<Addr>], arrivals_per_sec: Option<u64>) -> SimRe
         }
         for p in again.drain(..) {
             let idx = u64::from_be_bytes(p.as_bytes()[2..10].try_into().unwrap());
-            d.dial(
-                now,
-                p,
-                addrs[idx as usize].iter().cloned(),
-                DialOpts::default(),
-            )
-            .unwrap();
+            let list = peer_addrs(idx);
+            clock
+                .time(|| d.dial(now, p, list, DialOpts::default()))
+                .unwrap();
             events += 1;
             requests += 1;
         }
@@ -252,7 +275,7 @@ fn simulate(n: u64, addrs: &[Vec<Addr>], arrivals_per_sec: Option<u64>) -> SimRe
             _ => None,
         };
         let next_net = net.peek().map(|Reverse((t, _, _))| *t);
-        let next_timer = d.poll_timeout();
+        let next_timer = clock.time(|| d.poll_timeout());
         let Some(next) = [next_arrival, next_net, next_timer]
             .into_iter()
             .flatten()
@@ -271,26 +294,29 @@ fn simulate(n: u64, addrs: &[Vec<Addr>], arrivals_per_sec: Option<u64>) -> SimRe
             }
             let id = sansp2p::dial::AttemptId(attempt);
             events += 1;
+            let then = if rng.below(3) < 2 {
+                Outcome::Success
+            } else {
+                Outcome::Fail
+            };
             // A result racing the dialer's own cancellation is refused (Err).
             let _ = match outcome {
-                Outcome::Success => d.handle_dial_succeeded(now, id, ConnectionRef(attempt)),
-                Outcome::Fail => d.handle_dial_failed(now, id, AttemptError::Refused),
+                Outcome::Success => {
+                    clock.time(|| d.handle_dial_succeeded(now, id, ConnectionRef(attempt)))
+                }
+                Outcome::Fail => {
+                    clock.time(|| d.handle_dial_failed(now, id, AttemptError::Refused))
+                }
                 Outcome::Handshake => {
-                    let then = if rng.below(3) < 2 {
-                        Outcome::Success
-                    } else {
-                        Outcome::Fail
-                    };
                     net.push(Reverse((now + Duration::from_millis(100), attempt, then)));
-                    d.handle_dial_connected(now, id)
+                    clock.time(|| d.handle_dial_connected(now, id))
                 }
             };
         } else {
             events += 1;
-            d.handle_timeout(now);
+            clock.time(|| d.handle_timeout(now));
         }
     }
-    let wall = start.elapsed();
     assert_eq!(connected + failed, requests, "every request answered once");
     assert_eq!(d.pending_requests(), 0);
     SimResult {
@@ -299,7 +325,7 @@ fn simulate(n: u64, addrs: &[Vec<Addr>], arrivals_per_sec: Option<u64>) -> SimRe
         connected,
         failed,
         virtual_secs: now.since_epoch().as_secs_f64(),
-        wall,
+        wall: clock.0,
         peak_backoff,
         peak_pending,
     }
@@ -318,49 +344,96 @@ fn bench_backoff_memory() -> f64 {
     rss_bytes().saturating_sub(rss0) as f64 / n as f64
 }
 
-fn child(n: u64) {
-    let addrs: Vec<Vec<Addr>> = (0..n).map(peer_addrs).collect();
-    let bytes = memory_per_pending_peer(n, &addrs);
-    println!("{n:>7} peers x 10 addrs: {bytes:>5.0} B of dialer state per pending peer");
-    for (name, rate) in [("burst ", None), ("steady", Some(1_000))] {
-        let r = simulate(n, &addrs, rate);
-        let eps = r.events as f64 / r.wall.as_secs_f64();
-        println!(
-            "        {name}: {:>8} events in {:>7.1} ms ({:>6.1} s virtual): {:>5.2} M events/s, \
-             {:>5.0} ns/event; {} requests ({} ok, {} failed); peak pending {}, peak backoff {}",
-            r.events,
-            r.wall.as_secs_f64() * 1e3,
-            r.virtual_secs,
-            eps / 1e6,
-            1e9 / eps,
-            r.requests,
-            r.connected,
-            r.failed,
-            r.peak_pending,
-            r.peak_backoff
-        );
+/// Runs `simulate` enough times to see about 100 000 peers (one run at
+/// 100 000 peers, a hundred at 1 000), so every scale is timed over a
+/// similar amount of work; prints the figures and returns ns per event.
+fn simulate_and_print(n: u64, name: &str, rate: Option<u64>) -> f64 {
+    let reps = (100_000 / n).max(1);
+    let runs: Vec<SimResult> = (0..reps).map(|_| simulate(n, rate)).collect();
+    let events: u64 = runs.iter().map(|r| r.events).sum();
+    let wall: Duration = runs.iter().map(|r| r.wall).sum();
+    let r = &runs[0];
+    let eps = events as f64 / wall.as_secs_f64();
+    println!(
+        "        {name}: {reps:>3} x {:>7} events, {:>7.1} ms in the dialer ({:>5.1} s virtual each): \
+         {:>5.2} M events/s, {:>5.0} ns/event; {} requests ({} ok, {} failed); \
+         peak pending {}, peak backoff {}",
+        r.events,
+        wall.as_secs_f64() * 1e3,
+        r.virtual_secs,
+        eps / 1e6,
+        1e9 / eps,
+        r.requests,
+        r.connected,
+        r.failed,
+        r.peak_pending,
+        r.peak_backoff
+    );
+    1e9 / eps
+}
+
+/// Runs one measurement in this (fresh) process: `memory:N`, `burst:N`,
+/// `steady:N` or `backoff`.
+fn child(what: &str) {
+    let (kind, n) = what.split_once(':').unwrap_or((what, "0"));
+    let n: u64 = n.parse().unwrap();
+    match kind {
+        "memory" => {
+            let addrs: Vec<Vec<Addr>> = (0..n).map(peer_addrs).collect();
+            let bytes = memory_per_pending_peer(n, &addrs);
+            println!("{n:>7} peers x 10 addrs: {bytes:>5.0} B of dialer state per pending peer");
+        }
+        "burst" => println!("@ns {}", simulate_and_print(n, "burst ", None)),
+        "steady" => println!("@ns {}", simulate_and_print(n, "steady", Some(1_000))),
+        "backoff" => println!(
+            "backoff: {:.0} B per (peer, address) entry (100 000 peers, one entry each)",
+            bench_backoff_memory()
+        ),
+        _ => panic!("unknown measurement {what}"),
     }
 }
 
-fn main() {
-    if let Ok(n) = std::env::var("SANSP2P_DIAL_BENCH_CHILD") {
-        if n == "backoff" {
-            println!(
-                "backoff: {:.0} B per (peer, address) entry (100 000 peers, one entry each)",
-                bench_backoff_memory()
-            );
-        } else {
-            child(n.parse().unwrap());
+/// Runs `what` in a fresh child process (so one measurement's heap does not
+/// shape the next one's), echoes its output, and returns its `@ns` figure.
+fn run_child(what: &str) -> Option<f64> {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("SANSP2P_DIAL_BENCH_CHILD", what)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bench child {what} failed");
+    let mut ns = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match line.strip_prefix("@ns ") {
+            Some(v) => ns = Some(v.parse().unwrap()),
+            None => println!("{line}"),
         }
+    }
+    ns
+}
+
+fn main() {
+    if let Ok(what) = std::env::var("SANSP2P_DIAL_BENCH_CHILD") {
+        child(&what);
         return;
     }
     bench_rank();
-    let exe = std::env::current_exe().unwrap();
-    for arg in ["1000", "10000", "100000", "backoff"] {
-        let status = std::process::Command::new(&exe)
-            .env("SANSP2P_DIAL_BENCH_CHILD", arg)
-            .status()
-            .unwrap();
-        assert!(status.success());
+    let mut per_scale = Vec::new();
+    for n in [1_000u64, 10_000, 100_000] {
+        run_child(&format!("memory:{n}"));
+        let burst = run_child(&format!("burst:{n}")).unwrap();
+        let steady = run_child(&format!("steady:{n}")).unwrap();
+        per_scale.push((n, burst, steady));
+    }
+    run_child("backoff");
+    // Cost per event at each scale against the smallest, measured in this
+    // run: 1.00 is perfectly flat.
+    let (_, burst0, steady0) = per_scale[0];
+    for &(n, burst, steady) in &per_scale[1..] {
+        println!(
+            "RATIO ns-per-event/{n}-vs-1000-peers burst {:.2} steady {:.2}",
+            burst / burst0,
+            steady / steady0
+        );
     }
 }

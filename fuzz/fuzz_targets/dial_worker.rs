@@ -26,6 +26,8 @@ enum Op {
     Fail(u8, u8),
     PeerConnected(u8),
     Cancel(u8),
+    /// Results and cancels for made-up ids (stale, forged, reused slots).
+    Forged(u64, u8),
     Advance(u16),
 }
 
@@ -116,6 +118,25 @@ fuzz_target!(|ops: Vec<Op>| {
                 if !pending.is_empty() {
                     let r = pending[n as usize % pending.len()];
                     let _ = d.cancel(now, r);
+                }
+            }
+            Op::Forged(id, kind) => {
+                let forged = AttemptId(id);
+                if !running.contains(&forged) {
+                    let refused = match kind % 4 {
+                        0 => d.handle_dial_connected(now, forged).is_err(),
+                        1 => d
+                            .handle_dial_succeeded(now, forged, ConnectionRef(id))
+                            .is_err(),
+                        2 => d
+                            .handle_dial_failed(now, forged, AttemptError::Other)
+                            .is_err(),
+                        _ => {
+                            let r = sansp2p::dial::RequestId(id);
+                            pending.contains(&r) || d.cancel(now, r).is_err()
+                        }
+                    };
+                    assert!(refused, "a made-up id was taken for a live one");
                 }
             }
             Op::Advance(ms) => {

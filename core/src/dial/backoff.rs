@@ -4,8 +4,10 @@
 //! - The first failure backs the address off for `base` (5 s); each later
 //!   one for `min(base + coef * tries², max)` (5 s + 1 s · tries², at most
 //!   5 min), where `tries` counts the earlier failures.
-//! - A connection to the peer clears all its entries ([`Backoff::clear_peer`];
-//!   go-libp2p does it in `addConn`, for inbound connections too).
+//! - [`Backoff::clear_peer`] forgets all entries of a peer (go-libp2p does
+//!   it on every new connection, inbound ones too); the
+//!   [`Dialer`](super::Dialer) forgets only the address that worked
+//!   ([`Backoff::clear`]).
 //! - An entry is remembered (so `tries` keeps growing) for one more backoff
 //!   period after its backoff ends, as go-libp2p's `cleanup` decides. go runs
 //!   that cleanup on a 5-minute ticker; here each peer's record is removed by
@@ -16,6 +18,10 @@
 //!   [`BackoffConfig::max_addrs_per_peer`] addresses per peer (adding one
 //!   more forgets that peer's address whose backoff ends first). go-libp2p has
 //!   no such caps.
+//! - Compact: short addresses are kept inline, and expiry is a heap of
+//!   16-byte (time, peer hash) entries with lazy deletion, compacted when
+//!   stale entries outnumber live ones. Every command is O(1) expected plus
+//!   O(log n) in that heap.
 //!
 //! **When to call again:** after [`Backoff::add`] or
 //! [`Backoff::handle_timeout`], sleep until [`Backoff::poll_timeout`].
@@ -38,10 +44,12 @@
 //! assert!(backoff.is_empty());
 //! ```
 
-use alloc::collections::BTreeSet;
+use alloc::collections::BinaryHeap;
+use core::cmp::Reverse;
+use core::hash::BuildHasher;
 use core::time::Duration;
 
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
 
 use super::Addr;
@@ -115,7 +123,10 @@ impl BackoffConfig {
 
 #[derive(Debug, Clone)]
 struct AddrEntry {
-    addr: Addr,
+    /// The address's bytes, kept inline when short (most are): the table
+    /// holds no reference to the caller's buffers and frees nothing but
+    /// itself when an entry goes.
+    addr: SmallVec<[u8; 24]>,
     /// Failures so far.
     tries: u32,
     /// Backed off until then.
@@ -124,9 +135,19 @@ struct AddrEntry {
 
 #[derive(Debug, Clone)]
 struct PeerEntry {
+    peer: PeerId,
+    /// `peer`'s hash in the table, also its name in `expiry`.
+    hash: u64,
     addrs: SmallVec<[AddrEntry; 1]>,
     /// When every entry is stale and the peer is forgotten.
     forget_at: Instant,
+}
+
+impl PeerEntry {
+    /// Whether the expiry entry `(at, hash)` is this peer's current one.
+    fn expires(&self, at: Instant, hash: u64) -> bool {
+        self.hash == hash && self.forget_at == at
+    }
 }
 
 /// Per (peer, address) dial backoff; see the [module docs](self).
@@ -137,11 +158,20 @@ struct PeerEntry {
 #[derive(Debug, Clone)]
 pub struct Backoff {
     config: BackoffConfig,
-    peers: HashMap<PeerId, PeerEntry>,
-    /// (forget_at, peer) for every peer in `peers`.
-    expiry: BTreeSet<(Instant, PeerId)>,
+    hasher: DefaultHashBuilder,
+    peers: HashTable<PeerEntry>,
+    /// (forget_at, hash of the peer) for every peer in `peers`, lazily
+    /// deleted: an entry counts only while a peer with that hash has that
+    /// `forget_at`. Naming peers by hash keeps entries at 16 bytes; two peers
+    /// with the same hash and forget time are both found, one per entry.
+    expiry: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// `expiry` is scanned for stale entries when it grows past this.
+    compact_at: usize,
     entries: usize,
 }
+
+/// Smallest expiry heap worth compacting.
+const MIN_COMPACT: usize = 64;
 
 impl Backoff {
     /// An empty table.
@@ -149,8 +179,10 @@ impl Backoff {
         config.validate()?;
         Ok(Backoff {
             config,
-            peers: HashMap::new(),
-            expiry: BTreeSet::new(),
+            hasher: DefaultHashBuilder::default(),
+            peers: HashTable::new(),
+            expiry: BinaryHeap::new(),
+            compact_at: MIN_COMPACT,
             entries: 0,
         })
     }
@@ -193,21 +225,27 @@ impl Backoff {
     }
 
     fn entry(&self, peer: &PeerId, addr: &Addr) -> Option<&AddrEntry> {
-        self.peers.get(peer)?.addrs.iter().find(|e| e.addr == *addr)
+        self.peer(peer)?
+            .addrs
+            .iter()
+            .find(|e| e.addr.as_slice() == addr.as_bytes())
+    }
+
+    fn peer(&self, peer: &PeerId) -> Option<&PeerEntry> {
+        self.peers
+            .find(self.hasher.hash_one(peer), |e| e.peer == *peer)
     }
 
     // ---- inputs ----
 
     /// Forgets every peer whose entries are all stale at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, peer)) = self.expiry.first() {
+        while let Some(&Reverse((at, _))) = self.expiry.peek() {
             if at > now {
                 break;
             }
-            self.expiry.pop_first();
-            if let Some(e) = self.peers.remove(&peer) {
-                self.entries -= e.addrs.len();
-            }
+            // The top is live: every change drops stale entries off it.
+            self.forget_first();
         }
     }
 
@@ -216,20 +254,28 @@ impl Backoff {
     /// Records a failed dial of `addr` of `peer` at `now`; returns when its
     /// backoff ends (go-libp2p's `AddBackoff`).
     pub fn add(&mut self, now: Instant, peer: PeerId, addr: &Addr) -> Instant {
-        if !self.peers.contains_key(&peer) && self.peers.len() >= self.config.max_peers {
-            if let Some((_, oldest)) = self.expiry.pop_first() {
-                if let Some(e) = self.peers.remove(&oldest) {
-                    self.entries -= e.addrs.len();
-                }
-            }
+        let hash = self.hasher.hash_one(peer);
+        let known = self.peers.find(hash, |e| e.peer == peer).is_some();
+        if !known && self.peers.len() >= self.config.max_peers {
+            // Forget the peer whose record would expire first.
+            self.forget_first();
         }
         let config = self.config;
-        let entry = self.peers.entry(peer).or_insert_with(|| PeerEntry {
-            addrs: SmallVec::new(),
-            forget_at: Instant::ZERO,
-        });
-        let old_forget = entry.forget_at;
-        let until = match entry.addrs.iter_mut().find(|e| e.addr == *addr) {
+        let entry = self
+            .peers
+            .entry(hash, |e| e.peer == peer, |e| e.hash)
+            .or_insert_with(|| PeerEntry {
+                peer,
+                hash,
+                addrs: SmallVec::new(),
+                forget_at: now,
+            })
+            .into_mut();
+        let until = match entry
+            .addrs
+            .iter_mut()
+            .find(|e| e.addr.as_slice() == addr.as_bytes())
+        {
             Some(e) => {
                 e.until = now + config.delay(e.tries);
                 e.tries = e.tries.saturating_add(1);
@@ -244,7 +290,7 @@ impl Backoff {
                 }
                 let until = now + config.base;
                 entry.addrs.push(AddrEntry {
-                    addr: addr.clone(),
+                    addr: SmallVec::from_slice(addr.as_bytes()),
                     tries: 1,
                     until,
                 });
@@ -259,10 +305,11 @@ impl Backoff {
             .map(|e| e.until + config.delay(e.tries))
             .max()
             .unwrap_or(now);
-        entry.forget_at = forget_at;
-        if old_forget != forget_at {
-            self.expiry.remove(&(old_forget, peer));
-            self.expiry.insert((forget_at, peer));
+        if !known || entry.forget_at != forget_at {
+            entry.forget_at = forget_at;
+            self.expiry.push(Reverse((forget_at, hash)));
+            self.compact();
+            self.drop_stale();
         }
         until
     }
@@ -274,18 +321,23 @@ impl Backoff {
     /// address of a live peer stays backed off instead of being re-dialed on
     /// every reconnect.
     pub fn clear(&mut self, peer: &PeerId, addr: &Addr) {
-        let Some(entry) = self.peers.get_mut(peer) else {
+        let hash = self.hasher.hash_one(peer);
+        let Ok(mut found) = self.peers.find_entry(hash, |e| e.peer == *peer) else {
             return;
         };
-        let Some(i) = entry.addrs.iter().position(|e| e.addr == *addr) else {
+        let entry = found.get_mut();
+        let Some(i) = entry
+            .addrs
+            .iter()
+            .position(|e| e.addr.as_slice() == addr.as_bytes())
+        else {
             return;
         };
         entry.addrs.swap_remove(i);
         self.entries -= 1;
         if entry.addrs.is_empty() {
-            let forget_at = entry.forget_at;
-            self.peers.remove(peer);
-            self.expiry.remove(&(forget_at, *peer));
+            found.remove();
+            self.drop_stale();
         }
         // Otherwise the peer's forget time may only get earlier; keeping the
         // later one just delays the clean-up of what is left.
@@ -293,9 +345,47 @@ impl Backoff {
 
     /// Forgets every entry of `peer` (an explicit reset by the caller).
     pub fn clear_peer(&mut self, peer: &PeerId) {
-        if let Some(e) = self.peers.remove(peer) {
+        let hash = self.hasher.hash_one(peer);
+        if let Ok(found) = self.peers.find_entry(hash, |e| e.peer == *peer) {
+            let (e, _) = found.remove();
             self.entries -= e.addrs.len();
-            self.expiry.remove(&(e.forget_at, *peer));
+            self.drop_stale();
+        }
+    }
+
+    // ---- internals ----
+
+    /// Forgets the peer whose record expires first (the top of `expiry`,
+    /// live by the invariant that stale entries never stay on top).
+    fn forget_first(&mut self) {
+        let Some(Reverse((at, hash))) = self.expiry.pop() else {
+            return;
+        };
+        if let Ok(found) = self.peers.find_entry(hash, |e| e.expires(at, hash)) {
+            let (e, _) = found.remove();
+            self.entries -= e.addrs.len();
+        }
+        self.drop_stale();
+    }
+
+    /// Pops entries that no longer count off the top, so the top is live.
+    fn drop_stale(&mut self) {
+        while let Some(&Reverse((at, hash))) = self.expiry.peek() {
+            if self.peers.find(hash, |e| e.expires(at, hash)).is_some() {
+                break;
+            }
+            self.expiry.pop();
+        }
+    }
+
+    /// Drops every stale entry once the heap has doubled since the last
+    /// time (amortized O(1) per push).
+    fn compact(&mut self) {
+        if self.expiry.len() >= self.compact_at {
+            let peers = &self.peers;
+            self.expiry
+                .retain(|&Reverse((at, hash))| peers.find(hash, |e| e.expires(at, hash)).is_some());
+            self.compact_at = (self.expiry.len() * 2).max(MIN_COMPACT);
         }
     }
 
@@ -303,7 +393,7 @@ impl Backoff {
 
     /// When the next record goes stale.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.expiry.first().map(|&(at, _)| at)
+        self.expiry.peek().map(|&Reverse((at, _))| at)
     }
 }
 
@@ -435,6 +525,33 @@ mod tests {
             "the peer expiring first is forgotten"
         );
         assert_eq!(b.tries(&peer(5), &a[0]), 1);
+    }
+
+    #[test]
+    fn churn_leaves_no_pile_of_stale_expiry_entries() {
+        let mut b = Backoff::new(BackoffConfig::default()).unwrap();
+        let a: Vec<Addr> = (1..=4)
+            .map(|i| addr(&std::format!("/ip4/1.2.3.4/tcp/{i}")))
+            .collect();
+        // Every add moves a peer's forget time; clears drop peers early.
+        let mut now = Instant::ZERO;
+        for round in 0..20_000u64 {
+            now += Duration::from_millis(10);
+            let p = peer(round % 8);
+            b.add(now, p, &a[(round % 4) as usize]);
+            if round % 3 == 0 {
+                b.clear(&p, &a[(round % 4) as usize]);
+            }
+            assert!(b.expiry.len() <= 2 * b.peer_count().max(MIN_COMPACT) + 1);
+        }
+        // The machine's own timeout still forgets everything, in order.
+        let mut last = now;
+        while let Some(at) = b.poll_timeout() {
+            assert!(at >= last);
+            last = at;
+            b.handle_timeout(at);
+        }
+        assert!(b.is_empty() && b.peer_count() == 0);
     }
 
     #[test]

@@ -303,7 +303,8 @@ impl BlackHoleFilter {
 
     /// Records the outcome of a dial to `addr`.
     pub fn record_result(&mut self, addr: &Addr, success: bool) {
-        self.record(&Features::of(addr), success);
+        let f = Features::of(addr);
+        self.record_kind(f.public, f.udp, f.ip6, success);
     }
 
     pub(crate) fn filter_entries(
@@ -354,16 +355,17 @@ impl BlackHoleFilter {
         removed
     }
 
-    pub(crate) fn record(&mut self, f: &Features, success: bool) {
-        if self.read_only || !f.public {
+    /// Records a dial outcome for an address of this kind.
+    pub(crate) fn record_kind(&mut self, public: bool, udp: bool, ip6: bool, success: bool) {
+        if self.read_only || !public {
             return;
         }
-        if f.udp {
+        if udp {
             if let Some(c) = &mut self.udp {
                 c.record_result(success);
             }
         }
-        if f.ip6 {
+        if ip6 {
             if let Some(c) = &mut self.ipv6 {
                 c.record_result(success);
             }

@@ -10,9 +10,12 @@
 //! held while it waits there, as in go-libp2p). Finishing or cancelling a job
 //! releases its tokens and starts the next waiting job.
 //!
-//! The limiter has no timers. Waiting jobs are removed at once when
-//! cancelled (go-libp2p skips them lazily when their turn comes), so its
-//! memory is exactly the jobs it holds.
+//! The limiter has no timers. A job cancelled while it waits for an fd
+//! token is skipped when its turn comes (as go-libp2p does); the queue is
+//! compacted whenever such skipped entries outnumber the waiting jobs, so
+//! its memory stays within twice the jobs it holds. Every command is O(1)
+//! amortized (a per-peer queue is searched only when one of its waiting jobs
+//! is cancelled, and holds at most the jobs of that peer).
 //!
 //! **When to call again:** after [`Limiter::submit`] or
 //! [`Limiter::finish`], drain [`Limiter::poll_ready`] until `None`; each job
@@ -34,10 +37,16 @@
 //! assert_eq!(limiter.poll_ready(), Some(2));
 //! ```
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 
 use crate::identity::PeerId;
 use hashbrown::HashMap;
+use slotmap::SlotMap;
+
+slotmap::new_key_type! {
+    /// A peer with jobs, so that each job names its peer in 8 bytes.
+    struct PeerKey;
+}
 
 /// Identifies a job; the [`Dialer`](super::Dialer) uses its attempt ids.
 pub type JobId = u64;
@@ -108,13 +117,14 @@ enum JobState {
 
 #[derive(Debug, Clone, Copy)]
 struct Job {
-    peer: PeerId,
+    peer: PeerKey,
     uses_fd: bool,
     state: JobState,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct PeerSlots {
+    peer: PeerId,
     /// Jobs holding a peer token (running or waiting for an fd).
     active: usize,
     waiting: VecDeque<JobId>,
@@ -128,9 +138,15 @@ struct PeerSlots {
 pub struct Limiter {
     config: LimiterConfig,
     jobs: HashMap<JobId, Job>,
-    peers: HashMap<PeerId, PeerSlots>,
+    peers: SlotMap<PeerKey, PeerSlots>,
+    by_peer: HashMap<PeerId, PeerKey>,
     fd_in_use: usize,
-    waiting_fd: BTreeMap<u64, JobId>,
+    /// Jobs waiting for an fd token, oldest first, as (place, job). A job
+    /// that leaves early stays until it reaches the front or the queue is
+    /// compacted (when more than half of it is stale).
+    waiting_fd: VecDeque<(u64, JobId)>,
+    /// Live entries of `waiting_fd`.
+    waiting_fd_live: usize,
     next_seq: u64,
     ready: VecDeque<JobId>,
     running: usize,
@@ -143,9 +159,11 @@ impl Limiter {
         Ok(Limiter {
             config,
             jobs: HashMap::new(),
-            peers: HashMap::new(),
+            peers: SlotMap::with_key(),
+            by_peer: HashMap::new(),
             fd_in_use: 0,
-            waiting_fd: BTreeMap::new(),
+            waiting_fd: VecDeque::new(),
+            waiting_fd_live: 0,
             next_seq: 0,
             ready: VecDeque::new(),
             running: 0,
@@ -176,7 +194,10 @@ impl Limiter {
 
     /// Jobs of `peer` holding a peer token (running or waiting for an fd).
     pub fn active_for(&self, peer: &PeerId) -> usize {
-        self.peers.get(peer).map_or(0, |p| p.active)
+        self.by_peer
+            .get(peer)
+            .and_then(|&k| self.peers.get(k))
+            .map_or(0, |p| p.active)
     }
 
     /// Whether `job` is held and allowed to run.
@@ -208,15 +229,23 @@ impl Limiter {
         if self.jobs.len() >= self.config.max_jobs {
             return Err(LimiterError::Full);
         }
+        let peers = &mut self.peers;
+        let key = *self.by_peer.entry(peer).or_insert_with(|| {
+            peers.insert(PeerSlots {
+                peer,
+                active: 0,
+                waiting: VecDeque::new(),
+            })
+        });
         self.jobs.insert(
             job,
             Job {
-                peer,
+                peer: key,
                 uses_fd,
                 state: JobState::WaitingPeer,
             },
         );
-        let slots = self.peers.entry(peer).or_default();
+        let slots = &mut self.peers[key];
         if slots.active >= self.config.per_peer {
             slots.waiting.push_back(job);
         } else {
@@ -235,14 +264,15 @@ impl Limiter {
             .ok_or(LimiterError::UnknownJob(job))?;
         match j.state {
             JobState::WaitingPeer => {
-                if let Some(slots) = self.peers.get_mut(&j.peer) {
+                if let Some(slots) = self.peers.get_mut(j.peer) {
                     slots.waiting.retain(|w| *w != job);
                 }
-                self.forget_peer_if_idle(&j.peer);
+                self.forget_peer_if_idle(j.peer);
             }
-            JobState::WaitingFd(seq) => {
-                self.waiting_fd.remove(&seq);
-                self.free_peer_token(&j.peer);
+            JobState::WaitingFd(_) => {
+                self.waiting_fd_live -= 1;
+                self.compact_waiting_fd();
+                self.free_peer_token(j.peer);
             }
             JobState::Running => {
                 self.running -= 1;
@@ -250,7 +280,7 @@ impl Limiter {
                     self.fd_in_use -= 1;
                     self.free_fd_token();
                 }
-                self.free_peer_token(&j.peer);
+                self.free_peer_token(j.peer);
             }
         }
         Ok(())
@@ -275,7 +305,8 @@ impl Limiter {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 j.state = JobState::WaitingFd(seq);
-                self.waiting_fd.insert(seq, job);
+                self.waiting_fd.push_back((seq, job));
+                self.waiting_fd_live += 1;
                 return;
             }
             self.fd_in_use += 1;
@@ -286,17 +317,35 @@ impl Limiter {
     }
 
     fn free_fd_token(&mut self) {
-        if let Some((_, next)) = self.waiting_fd.pop_first() {
-            if let Some(j) = self.jobs.get_mut(&next) {
-                self.fd_in_use += 1;
-                j.state = JobState::Running;
-                self.running += 1;
-                self.ready.push_back(next);
+        while let Some((seq, next)) = self.waiting_fd.pop_front() {
+            let Some(j) = self.jobs.get_mut(&next) else {
+                continue;
+            };
+            if j.state != JobState::WaitingFd(seq) {
+                continue;
             }
+            self.waiting_fd_live -= 1;
+            self.fd_in_use += 1;
+            j.state = JobState::Running;
+            self.running += 1;
+            self.ready.push_back(next);
+            return;
         }
     }
 
-    fn free_peer_token(&mut self, peer: &PeerId) {
+    /// Drops the entries of jobs that left `waiting_fd` early once they are
+    /// the majority (amortized O(1) per job).
+    fn compact_waiting_fd(&mut self) {
+        if self.waiting_fd.len() > 64 && self.waiting_fd.len() > 2 * self.waiting_fd_live {
+            let jobs = &self.jobs;
+            self.waiting_fd.retain(|&(seq, job)| {
+                jobs.get(&job)
+                    .is_some_and(|j| j.state == JobState::WaitingFd(seq))
+            });
+        }
+    }
+
+    fn free_peer_token(&mut self, peer: PeerKey) {
         let Some(slots) = self.peers.get_mut(peer) else {
             return;
         };
@@ -309,13 +358,15 @@ impl Limiter {
         }
     }
 
-    fn forget_peer_if_idle(&mut self, peer: &PeerId) {
+    fn forget_peer_if_idle(&mut self, peer: PeerKey) {
         if self
             .peers
             .get(peer)
             .is_some_and(|s| s.active == 0 && s.waiting.is_empty())
         {
-            self.peers.remove(peer);
+            if let Some(s) = self.peers.remove(peer) {
+                self.by_peer.remove(&s.peer);
+            }
         }
     }
 }
@@ -374,7 +425,34 @@ mod tests {
         ran.sort_unstable();
         ran.dedup();
         assert_eq!(ran.len(), 200 * 11);
-        assert!(l.is_empty() && l.fd_in_use() == 0 && l.peers.is_empty());
+        assert!(l.is_empty() && l.fd_in_use() == 0 && l.peers.is_empty() && l.by_peer.is_empty());
+    }
+
+    #[test]
+    fn jobs_leaving_the_fd_queue_do_not_pile_up() {
+        let mut config = LimiterConfig::default();
+        config.fd_limit = 1;
+        let mut l = Limiter::new(config).unwrap();
+        l.submit(0, peer(0), true).unwrap();
+        assert_eq!(drain(&mut l), [0]);
+        // The only fd token is held; 100 000 dials queue for it and are
+        // cancelled while waiting, ten at a time.
+        for round in 0..10_000u64 {
+            for k in 0..10 {
+                l.submit(1 + round * 10 + k, peer(1 + k), true).unwrap();
+            }
+            for k in 0..10 {
+                l.finish(1 + round * 10 + k).unwrap();
+            }
+            assert!(l.waiting_fd.len() <= 2 * 64, "{}", l.waiting_fd.len());
+        }
+        // Later waiters still get the token in order.
+        l.submit(7, peer(7), true).unwrap();
+        l.submit(8, peer(8), true).unwrap();
+        l.finish(0).unwrap();
+        assert_eq!(drain(&mut l), [7]);
+        l.finish(7).unwrap();
+        assert_eq!(drain(&mut l), [8]);
     }
 
     #[test]
@@ -416,7 +494,7 @@ mod tests {
         );
         l.finish(3).unwrap();
         l.finish(4).unwrap();
-        assert!(l.is_empty() && l.fd_in_use() == 0 && l.peers.is_empty());
+        assert!(l.is_empty() && l.fd_in_use() == 0 && l.peers.is_empty() && l.by_peer.is_empty());
     }
 
     #[test]

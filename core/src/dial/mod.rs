@@ -33,6 +33,7 @@ pub mod black_hole;
 pub mod limiter;
 pub mod rank;
 pub mod scheduler;
+mod timers;
 pub mod worker;
 
 pub use backoff::{Backoff, BackoffConfig};

@@ -525,3 +525,44 @@ fn config_validation() {
         Err(DialerError::TooManyRequests)
     );
 }
+
+#[test]
+fn ids_are_exact_and_a_reused_slot_refuses_the_old_id() {
+    let mut s = Sim::new();
+    let r1 = s.dial(1, &[Q4], DialOpts::default());
+    let a1 = s.attempt_for(Q4);
+    // Numbers that are not the id handed out never name the attempt, even
+    // those that decode to the same slab slot.
+    for bit in 0..64 {
+        let forged = AttemptId(a1.0 ^ (1 << bit));
+        assert_eq!(
+            s.d.handle_dial_connected(s.now, forged),
+            Err(DialerError::UnknownAttempt(forged))
+        );
+        let forged = RequestId(r1.0 ^ (1 << bit));
+        assert_eq!(
+            s.d.cancel(s.now, forged),
+            Err(DialerError::UnknownRequest(forged))
+        );
+    }
+    s.succeed(Q4, 1);
+    // The freed slots are reused by the next request and attempt; the old
+    // ids stay dead.
+    let r2 = s.dial(2, &[Q4], DialOpts::default());
+    let a2 = s
+        .actions
+        .iter()
+        .rev()
+        .find_map(|(_, a)| match a {
+            Action::Dial { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .unwrap();
+    assert_ne!((r1, a1), (r2, a2));
+    assert_eq!(
+        s.d.handle_dial_succeeded(s.now, a1, ConnectionRef(1)),
+        Err(DialerError::UnknownAttempt(a1))
+    );
+    assert_eq!(s.d.cancel(s.now, r1), Err(DialerError::UnknownRequest(r1)));
+    assert!(s.d.request_deadline(r2).is_some() && s.d.request_deadline(r1).is_none());
+}
