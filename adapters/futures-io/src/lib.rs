@@ -242,14 +242,19 @@ impl Host {
 
     /// Serves `protocol`: inbound streams for it arrive on the returned
     /// [`Incoming`]. Registering a protocol twice replaces the first receiver.
+    ///
+    /// Streams the application has not taken yet wait, up to the yamux
+    /// accept backlog of the node's config (`yamux.accept_backlog`, 256 as in
+    /// go-yamux) per protocol; a stream beyond that is reset, as is every
+    /// stream once the [`Incoming`] is dropped.
     pub fn accept(&self, protocol: &str) -> Result<Incoming, Error> {
-        let (tx, rx) = async_channel::bounded(64);
-        self.shared.try_with(|st, _| {
+        let rx = self.shared.try_with(|st, _| {
             st.node
                 .register_protocol(protocol.to_owned())
                 .map_err(|e| Error::Refused(e.to_string()))?;
+            let (tx, rx) = async_channel::bounded(st.node.config().yamux.accept_backlog);
             st.inbound.insert(protocol.to_owned(), tx);
-            Ok(())
+            Ok(rx)
         })?;
         Ok(Incoming {
             host: self.clone(),

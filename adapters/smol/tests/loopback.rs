@@ -119,6 +119,42 @@ fn concurrent_streams_keep_their_bytes_apart() {
 }
 
 #[test]
+fn streams_wait_for_a_slow_acceptor() {
+    run(async {
+        let (a, b) = (host(30), host(31));
+        let incoming = b.accept(ECHO).unwrap();
+        let addr = listening(&b).await;
+        let peer = a.dial(&addr).await.unwrap();
+        // 200 streams opened and written before b takes any of them: every
+        // one must reach b's application (go-yamux's accept backlog is 256).
+        const N: u8 = 200;
+        let mut opened = Vec::new();
+        for i in 0..N {
+            let mut s = a.open_stream(peer, ECHO).await.unwrap();
+            s.write_all(&[i]).await.unwrap();
+            s.close().await.unwrap();
+            opened.push(s);
+        }
+        smol::Timer::after(Duration::from_millis(200)).await;
+        let mut seen = Vec::new();
+        for k in 0..N {
+            let next = async { incoming.next().await };
+            let gone = async {
+                smol::Timer::after(Duration::from_secs(5)).await;
+                panic!("stream {k} of {N} never reached the application (reset?)");
+            };
+            let (from, mut s) = next.or(gone).await.unwrap();
+            assert_eq!(from, a.local_peer_id());
+            let mut byte = Vec::new();
+            s.read_to_end(&mut byte).await.unwrap();
+            seen.extend(byte);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..N).collect::<Vec<u8>>());
+    });
+}
+
+#[test]
 fn wrong_peer_and_dead_address_fail_with_errors() {
     run(async {
         let (a, b) = (host(5), host(6));
