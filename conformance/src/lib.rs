@@ -14,7 +14,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use sansp2p::multistream::{self, Negotiator};
-use sansp2p::security::plaintext;
+use sansp2p::security::{noise, plaintext};
 
 pub mod rust_peer;
 pub mod yamux_driver;
@@ -85,6 +85,26 @@ impl Machine for plaintext::Handshake {
     }
     fn is_finished(&self) -> bool {
         plaintext::Handshake::is_finished(self)
+    }
+}
+
+impl Machine for noise::Handshake {
+    type Event = noise::Event;
+
+    fn handle_read(&mut self, data: &[u8]) -> usize {
+        noise::Handshake::handle_read(self, data)
+    }
+    fn handle_eof(&mut self) {
+        noise::Handshake::handle_eof(self)
+    }
+    fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
+        noise::Handshake::poll_transmit(self, out)
+    }
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        noise::Handshake::poll_event(self)
+    }
+    fn is_finished(&self) -> bool {
+        noise::Handshake::is_finished(self)
     }
 }
 
