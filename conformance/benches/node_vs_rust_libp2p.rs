@@ -1,6 +1,7 @@
 //! Our node against rust-libp2p 0.57, each talking to itself in this
-//! process over loopback TCP with the same stack: `/plaintext/2.0.0`,
-//! `/yamux/1.0.0`, identify and ping running on every connection.
+//! process over loopback TCP with the same stack: `/noise` (or
+//! `/plaintext/2.0.0` with `SECURITY=plaintext`), `/yamux/1.0.0`, identify
+//! and ping running on every connection.
 //!
 //! ```text
 //! cargo bench -p sansp2p-conformance --bench node_vs_rust_libp2p
@@ -9,6 +10,7 @@
 //!            stream size (256 MiB); e.g. SCALE=0.1 for a quick look
 //! THREADS=n  executor threads of each contender (default 1: smol's global
 //!            executor for ours, a tokio runtime with one worker for theirs)
+//! SECURITY=s `noise` (default) or `plaintext`, for both contenders
 //! ```
 //!
 //! Three measurements, each run once per contender per round, the two
@@ -41,7 +43,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identify, ping, StreamProtocol, Swarm};
-use sansp2p::node::Event;
+use sansp2p::node::{Event, Security};
 use sansp2p_conformance::rust_peer::{
     build_swarm, spawn_driver, Behaviour, BehaviourEvent, Command, Options, TheirEvent,
 };
@@ -173,9 +175,20 @@ struct Ours {
     data: Vec<u8>,
 }
 
+/// The security protocol both contenders use (`SECURITY`).
+fn security() -> Security {
+    match std::env::var("SECURITY").as_deref() {
+        Ok("plaintext") => Security::Plaintext,
+        Ok("noise") | Err(_) => Security::Noise,
+        Ok(other) => panic!("SECURITY must be noise or plaintext, not {other}"),
+    }
+}
+
 fn our_host(seed: u8) -> Host {
     let key = sansp2p::Keypair::from_secret_bytes([seed; 32]);
-    sansp2p_smol::new_host(sansp2p_smol::Config::new(key)).expect("our host starts")
+    let mut config = sansp2p_smol::Config::new(key);
+    config.security = vec![security()];
+    sansp2p_smol::new_host(config).expect("our host starts")
 }
 
 impl Ours {
@@ -335,6 +348,7 @@ impl RustNode {
                 agent_version: None,
                 ping: ping::Config::new().with_interval(ping_interval),
                 idle_timeout: Duration::from_secs(600),
+                security: security(),
             },
         );
         let id = *swarm.local_peer_id();
@@ -669,12 +683,13 @@ fn main() {
     // smol's global executor reads this when it starts (on the first spawn).
     std::env::set_var("SMOL_THREADS", params.threads.to_string());
     println!(
-        "node_vs_rust_libp2p: {} rounds (+1 warm-up), {} connections, {} pings, {} MiB stream, {} executor thread(s) each; plaintext + yamux, loopback",
+        "node_vs_rust_libp2p: {} rounds (+1 warm-up), {} connections, {} pings, {} MiB stream, {} executor thread(s) each; {:?} + yamux, loopback",
         params.rounds,
         params.setups,
         params.pings,
         params.stream_bytes >> 20,
-        params.threads
+        params.threads,
+        security()
     );
     let ours = Ours::start();
     let mut theirs = Theirs::start(params.threads);

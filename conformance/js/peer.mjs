@@ -1,10 +1,11 @@
 // A js-libp2p node for the interop tests in ../tests/js_libp2p.rs.
 //
-// Usage: node peer.mjs --seed N
+// Usage: node peer.mjs --seed N [--security noise|plaintext]
 //
 // The identity is the Ed25519 key whose 32-byte seed is the byte N repeated.
-// The node listens on a free loopback TCP port, speaks /plaintext/2.0.0 and
-// /yamux/1.0.0, and runs identify, ping and echo (/echo/1.0.0).
+// The node listens on a free loopback TCP port, speaks /noise (default) or
+// /plaintext/2.0.0, and /yamux/1.0.0, and runs identify, ping and echo
+// (/echo/1.0.0).
 //
 // Protocol on stdin/stdout, one JSON object per line on stdout:
 //   at start:  {"event":"ready","peer":ID,"addrs":[...],"agent":...}
@@ -29,6 +30,7 @@ import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { plaintext } from '@libp2p/plaintext'
+import { noise } from '@chainsafe/libp2p-noise'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { echo } from '@libp2p/echo'
@@ -46,6 +48,15 @@ const MAX_ECHO_STREAMS = 256
 
 function emit (obj) {
   process.stdout.write(JSON.stringify(obj) + '\n')
+}
+
+function parseSecurity (argv) {
+  const i = argv.indexOf('--security')
+  const name = i >= 0 ? argv[i + 1] : 'noise'
+  if (name === 'noise') return noise()
+  if (name === 'plaintext') return plaintext()
+  process.stderr.write('usage: peer.mjs --seed N [--security noise|plaintext]\n')
+  process.exit(2)
 }
 
 function parseSeed (argv) {
@@ -116,7 +127,7 @@ const node = await createLibp2p({
   nodeInfo: { userAgent: AGENT },
   addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
   transports: [tcp()],
-  connectionEncrypters: [plaintext()],
+  connectionEncrypters: [parseSecurity(process.argv)],
   streamMuxers: [yamux()],
   services: {
     identify: identify(),

@@ -1,13 +1,14 @@
 //! The rust-libp2p side of the node interop tests and the node bench: one
-//! swarm (tcp, plaintext, yamux, identify, ping, libp2p-stream) owned by a
-//! tokio task that runs commands and forwards every event.
+//! swarm (tcp, noise or plaintext, yamux, identify, ping, libp2p-stream)
+//! owned by a tokio task that runs commands and forwards every event.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, identity, ping, plaintext, tcp, yamux, Swarm};
+use libp2p::{identify, identity, noise, ping, plaintext, tcp, yamux, Swarm};
+use sansp2p::node::Security;
 use tokio::sync::mpsc;
 
 /// The behaviours the peer runs.
@@ -38,34 +39,47 @@ pub struct Options {
     pub ping: ping::Config,
     /// How long a connection without streams stays open.
     pub idle_timeout: Duration,
+    /// The one security protocol the peer speaks.
+    pub security: Security,
 }
 
 /// Builds the swarm for identity `[seed; 32]`. Call it inside a tokio
 /// runtime context: the TCP transport registers with that runtime.
 pub fn build_swarm(seed: u8, options: Options) -> Swarm<Behaviour> {
     let key = identity::Keypair::ed25519_from_bytes([seed; 32]).expect("a valid secret");
-    libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
+    let behaviour = |k: &identity::Keypair| {
+        let mut identify = identify::Config::new(options.protocol_version.clone(), k.public());
+        if let Some(agent) = &options.agent_version {
+            identify = identify.with_agent_version(agent.clone());
+        }
+        Behaviour {
+            identify: identify::Behaviour::new(identify),
+            ping: ping::Behaviour::new(options.ping.clone()),
+            stream: libp2p_stream::Behaviour::new(),
+        }
+    };
+    let idle = options.idle_timeout;
+    // The security upgrade fixes the builder's type: finish each branch.
+    macro_rules! finish {
+        ($with_tcp:expr) => {
+            $with_tcp
+                .expect("the TCP transport")
+                .with_behaviour(behaviour)
+                .expect("the behaviour")
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .build()
+        };
+    }
+    let builder = libp2p::SwarmBuilder::with_existing_identity(key).with_tokio();
+    let tcp = tcp::Config::default().nodelay(true);
+    match options.security {
+        Security::Plaintext => finish!(builder.with_tcp(
+            tcp,
             |k: &identity::Keypair| Ok::<_, Infallible>(plaintext::Config::new(k)),
             yamux::Config::default,
-        )
-        .expect("the TCP transport")
-        .with_behaviour(|k| {
-            let mut identify = identify::Config::new(options.protocol_version.clone(), k.public());
-            if let Some(agent) = &options.agent_version {
-                identify = identify.with_agent_version(agent.clone());
-            }
-            Behaviour {
-                identify: identify::Behaviour::new(identify),
-                ping: ping::Behaviour::new(options.ping.clone()),
-                stream: libp2p_stream::Behaviour::new(),
-            }
-        })
-        .expect("the behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(options.idle_timeout))
-        .build()
+        )),
+        _ => finish!(builder.with_tcp(tcp, noise::Config::new, yamux::Config::default)),
+    }
 }
 
 /// Moves the swarm into a task on the current tokio runtime that runs the

@@ -1,7 +1,8 @@
 //! Interop with a real js-libp2p node: our smol host against js-libp2p 3.x on
-//! Node 22 (`conformance/js/peer.mjs`), over loopback TCP with
-//! `/plaintext/2.0.0` and `/yamux/1.0.0`, each scenario in both directions
-//! (we dial them; they dial us).
+//! Node 22 (`conformance/js/peer.mjs`), over loopback TCP with `/noise`
+//! (`@chainsafe/libp2p-noise`) and `/yamux/1.0.0`, each scenario in both
+//! directions (we dial them; they dial us); the upgrade and identify also
+//! over `/plaintext/2.0.0`.
 //!
 //! The js peer is installed by the first test that needs it: `npm ci` in
 //! `conformance/js` when `node_modules` is missing or was installed from
@@ -26,8 +27,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt};
-use sansp2p::node::{AttemptError, ConnectionId, Event, UpgradeError};
-use sansp2p::security::plaintext::PlaintextError;
+use sansp2p::node::{AttemptError, ConnectionId, Event, Security, UpgradeError};
+use sansp2p::security::noise::NoiseError;
 use sansp2p::{Keypair, PeerId};
 use sansp2p_smol::{new_host, Config, ConnectionInfo, Error, Host, Multiaddr};
 use serde_json::Value;
@@ -44,7 +45,6 @@ const ECHO: &str = "/echo/1.0.0";
 const PING: &str = "/ipfs/ping/1.0.0";
 const IDENTIFY: &str = "/ipfs/id/1.0.0";
 const UNKNOWN: &str = "/unknown/1.0.0";
-const PLAINTEXT: &str = "/plaintext/2.0.0";
 const YAMUX: &str = "/yamux/1.0.0";
 const MIB: usize = 1024 * 1024;
 
@@ -201,11 +201,26 @@ struct JsPeer {
 }
 
 impl JsPeer {
-    /// Starts a js node whose Ed25519 seed is `[seed; 32]`.
+    /// Starts a js node whose Ed25519 seed is `[seed; 32]`, speaking noise.
     fn spawn(seed: u8) -> JsPeer {
+        Self::spawn_with(seed, Security::Noise)
+    }
+
+    /// The same with the given security protocol.
+    fn spawn_with(seed: u8, security: Security) -> JsPeer {
         let node = node_binary();
+        let security = match security {
+            Security::Plaintext => "plaintext",
+            _ => "noise",
+        };
         let mut child = Command::new(node)
-            .args(["peer.mjs", "--seed", &seed.to_string()])
+            .args([
+                "peer.mjs",
+                "--seed",
+                &seed.to_string(),
+                "--security",
+                security,
+            ])
             .current_dir(js_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -368,8 +383,13 @@ struct Ours {
 }
 
 fn ours(seed: u8) -> Ours {
-    let host =
-        new_host(Config::new(Keypair::from_secret_bytes([seed; 32]))).expect("our host starts");
+    ours_with(seed, Security::Noise)
+}
+
+fn ours_with(seed: u8, security: Security) -> Ours {
+    let mut config = Config::new(Keypair::from_secret_bytes([seed; 32]));
+    config.security = vec![security];
+    let host = new_host(config).expect("our host starts");
     // Registered before any connection, so our first identify lists it.
     serve_echo(&host);
     let tcp = within(
@@ -589,8 +609,13 @@ struct Pair {
 /// Our node with seed `seed`, a js node with seed `seed + 100`, connected by
 /// `dialer`; returns once both sides report the connection.
 fn connect(dialer: Dialer, seed: u8) -> Pair {
-    let ours = ours(seed);
-    let mut js = JsPeer::spawn(seed.wrapping_add(100));
+    connect_with(dialer, seed, Security::Noise)
+}
+
+/// The same over `security` on both sides.
+fn connect_with(dialer: Dialer, seed: u8, security: Security) -> Pair {
+    let ours = ours_with(seed, security);
+    let mut js = JsPeer::spawn_with(seed.wrapping_add(100), security);
     match dialer {
         Dialer::Us => {
             let peer = within("our dial", ours.host.dial(&js.addr))
@@ -649,17 +674,17 @@ fn multiaddr_string(bytes: &[u8]) -> String {
 // ---------------------------------------------------------------------------
 // 1. Upgrade and identify, both ways
 
-fn identify_and_upgrade(dialer: Dialer, seed: u8) {
-    let mut p = connect(dialer, seed);
+fn identify_and_upgrade(dialer: Dialer, seed: u8, security: Security) {
+    let mut p = connect_with(dialer, seed, security);
 
     // The upgrade as each side saw it.
-    assert_eq!(p.conn.security.protocol(), PLAINTEXT);
+    assert_eq!(p.conn.security, security);
     assert_eq!(p.conn.muxer, YAMUX);
     let our_id = p.ours.peer.to_string();
     let open = p.js.wait_event("js's connection:open", |e| {
         e["event"] == "connection:open" && e["peer"] == our_id.as_str()
     });
-    assert_eq!(open["encryption"], PLAINTEXT, "{open}");
+    assert_eq!(open["encryption"], security.protocol(), "{open}");
     assert_eq!(open["multiplexer"], YAMUX, "{open}");
     let js_direction = if dialer == Dialer::Us {
         "inbound"
@@ -741,12 +766,22 @@ fn identify_and_upgrade(dialer: Dialer, seed: u8) {
 
 #[test]
 fn identify_and_upgrade_when_we_dial() {
-    identify_and_upgrade(Dialer::Us, 1);
+    identify_and_upgrade(Dialer::Us, 1, Security::Noise);
 }
 
 #[test]
 fn identify_and_upgrade_when_js_dials() {
-    identify_and_upgrade(Dialer::Js, 2);
+    identify_and_upgrade(Dialer::Js, 2, Security::Noise);
+}
+
+#[test]
+fn identify_and_upgrade_over_plaintext_when_we_dial() {
+    identify_and_upgrade(Dialer::Us, 21, Security::Plaintext);
+}
+
+#[test]
+fn identify_and_upgrade_over_plaintext_when_js_dials() {
+    identify_and_upgrade(Dialer::Js, 22, Security::Plaintext);
 }
 
 // ---------------------------------------------------------------------------
@@ -973,10 +1008,10 @@ fn our_dial_expecting_another_peer_fails() {
     assert!(
         matches!(
             &errors[0].1,
-            AttemptError::Upgrade(UpgradeError::Plaintext(PlaintextError::UnexpectedPeer {
+            AttemptError::Upgrade(UpgradeError::Noise(NoiseError::UnexpectedPeer {
                 expected,
-                actual,
-            })) if *expected == other && *actual == js.peer
+                found,
+            })) if *expected == other && *found == js.peer
         ),
         "{:?}",
         errors[0].1
@@ -996,10 +1031,12 @@ fn js_dial_expecting_another_peer_fails() {
     let other = Keypair::from_secret_bytes([201; 32]).peer_id();
     let r = js.command(&format!("dial {}/p2p/{other}", ours.tcp));
     assert_eq!(r["ok"], false, "js reached us while expecting {other}: {r}");
-    // js-libp2p 3 says `EncryptionFailedError: Unexpected Peer`.
-    let message = r["error"].as_str().unwrap_or_default().to_lowercase();
+    // js's noise says `EncryptionFailedError: Payload identity key <ours>
+    // does not match expected remote identity key <other>`.
+    assert_eq!(r["name"], "EncryptionFailedError", "{r}");
+    let message = r["error"].as_str().unwrap_or_default();
     assert!(
-        message.contains("peer"),
+        message.contains(&ours.peer.to_string()) && message.contains(&other.to_string()),
         "js failed for another reason: {r}"
     );
     // Our half-upgraded inbound connection is dropped, not kept.

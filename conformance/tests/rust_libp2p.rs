@@ -1,6 +1,7 @@
 //! Whole-node interop: our node (through the smol adapter) against a real
 //! rust-libp2p 0.57 node in the same process, over loopback TCP with
-//! `/plaintext/2.0.0` and `/yamux/1.0.0`.
+//! `/noise` and `/yamux/1.0.0` (plaintext is covered by the js suite and the
+//! plaintext conformance tests).
 //!
 //! The rust-libp2p node runs identify, ping and `libp2p-stream` (serving
 //! `/echo/1.0.0`) on its own tokio runtime thread; a small driver task owns
@@ -20,8 +21,8 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::core::ConnectedPoint;
 use libp2p::swarm::{ConnectionError, DialError, SwarmEvent};
 use libp2p::{identify, ping, StreamProtocol, Swarm};
-use sansp2p::node::{AttemptError, ConnectionId, Event, UpgradeError};
-use sansp2p::security::plaintext::PlaintextError;
+use sansp2p::node::{AttemptError, ConnectionId, Event, Security, UpgradeError};
+use sansp2p::security::noise::NoiseError;
 use sansp2p_conformance::payload;
 use sansp2p_conformance::rust_peer::{
     build_swarm, spawn_driver, Behaviour, BehaviourEvent, Command, Options, TheirEvent,
@@ -237,6 +238,7 @@ impl RustPeer {
                 ping: ping::Config::new(),
                 // Without streams the connections would close at once.
                 idle_timeout: Duration::from_secs(60),
+                security: Security::Noise,
             },
         );
         let id = *swarm.local_peer_id();
@@ -523,11 +525,11 @@ fn identify_and_negotiated_protocols(dir: Dir) {
         let conns = s.ours.connections(&s.their_id);
         assert_eq!(conns.len(), 1, "one connection: {conns:?}");
         assert_eq!(conns[0].conn, conn);
-        assert_eq!(conns[0].security.protocol(), "/plaintext/2.0.0");
+        assert_eq!(conns[0].security.protocol(), "/noise");
         assert_eq!(conns[0].muxer, "/yamux/1.0.0");
         // rust-libp2p's ConnectionEstablished does not name the security or
-        // muxer protocol; its transport offers only plaintext and yamux, so
-        // an established connection is itself the evidence on its side.
+        // muxer protocol; its transport offers only noise and yamux, so an
+        // established connection is itself the evidence on its side.
 
         // What we learned about them.
         let info = s
@@ -737,6 +739,11 @@ async fn our_echo_until_accepted(
             return (result, refused);
         }
         refused += 1;
+        // Give their acceptor (a queue of one) time to drain instead of
+        // hammering it: 2 ms, 4 ms, ... up to 50 ms between attempts, plus a
+        // per-payload offset so the refused streams do not retry in one burst.
+        let jitter = (data.len() % 17) as u64;
+        smol::Timer::after(Duration::from_millis((2 * refused as u64).min(50) + jitter)).await;
     }
 }
 
@@ -747,11 +754,11 @@ async fn our_echo_until_accepted(
 /// with room for one and drops (resets or closes) those that find it full:
 /// when 100 streams arrive in a burst, most are refused that way (debug log
 /// "Channel is full, dropping inbound stream"). Our side therefore opens a
-/// refused stream again, still concurrently with the others, and the test
-/// reports how often that happened; a stream that is refused
-/// [`MAX_ATTEMPTS`] times, or echoed wrongly, fails it. Our node queues up
-/// to 64 accepted streams per protocol, and the acceptor keeps up, so their
-/// side opens each stream once.
+/// refused stream again after a short, growing pause, still concurrently
+/// with the others, and the test reports how often that happened; a stream
+/// that is refused [`MAX_ATTEMPTS`] times, or echoed wrongly, fails it. Our
+/// node queues up to 256 unaccepted streams per protocol (the yamux accept
+/// backlog), so their side opens each stream once.
 fn echo_concurrent(dir: Dir) {
     run(async {
         let (mut s, _) = Setup::connected(dir).await;
@@ -932,9 +939,9 @@ fn our_dial_expecting_another_peer_fails_with_the_typed_error() {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(
             errors[0].1,
-            AttemptError::Upgrade(UpgradeError::Plaintext(PlaintextError::UnexpectedPeer {
+            AttemptError::Upgrade(UpgradeError::Noise(NoiseError::UnexpectedPeer {
                 expected: stranger,
-                actual: s.their_id,
+                found: s.their_id,
             }))
         );
         assert!(s.ours.connections(&s.their_id).is_empty());

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sansp2p::node::{Config, Node};
+use sansp2p::node::{Config, Node, Security};
 use sansp2p::security::plaintext;
 use sansp2p::time::Instant;
 use sansp2p::Keypair;
@@ -29,11 +29,12 @@ fn prefix() -> Vec<u8> {
 }
 
 fn run(bytes: &[u8]) {
-    let mut node = Node::new(
-        Instant::ZERO,
-        Config::new(Keypair::from_secret_bytes([1; 32])),
-    )
-    .unwrap();
+    let mut config = Config::new(Keypair::from_secret_bytes([1; 32]));
+    // Plaintext first, so a plain prefix reaches the session; noise too, so
+    // arbitrary input also reaches the noise responder.
+    config.security = vec![Security::Plaintext, Security::Noise];
+    config.rng_seed = [7; 32];
+    let mut node = Node::new(Instant::ZERO, config).unwrap();
     node.register_protocol("/echo/1.0.0").unwrap();
     let conn = node
         .handle_inbound(Instant::ZERO, vec![0x04, 127, 0, 0, 1, 0x06, 0, 1])

@@ -4,6 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use sansp2p::security::plaintext::{decode_exchange, Handshake};
 use sansp2p::Keypair;
+use sansp2p_fuzz::feed_in_pieces;
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_exchange(data);
@@ -12,20 +13,12 @@ fuzz_target!(|data: &[u8]| {
         &key.public(),
         Some(Keypair::from_secret_bytes([2; 32]).peer_id()),
     );
-    let mut pos = 0;
-    // Feed in uneven pieces so partial frames are exercised.
-    for size in [1usize, 3, 17, usize::MAX].iter().cycle() {
-        if pos >= data.len() || h.is_finished() {
-            break;
-        }
-        let end = pos.saturating_add(*size).min(data.len());
-        let used = h.handle_read(&data[pos..end]);
-        assert!(used <= end - pos);
-        pos += used;
-        if used == 0 {
-            break;
-        }
-    }
+    let cell = std::cell::RefCell::new(&mut h);
+    feed_in_pieces(
+        data,
+        |piece| cell.borrow_mut().handle_read(piece),
+        || cell.borrow().is_finished(),
+    );
     h.handle_eof();
     while h.poll_event().is_some() {}
 });

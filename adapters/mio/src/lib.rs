@@ -102,8 +102,12 @@ impl std::fmt::Debug for MioNode {
 }
 
 impl MioNode {
-    /// A node whose sockets get tokens from `first_token` upwards.
-    pub fn new(config: Config, first_token: Token) -> Result<Self, ConfigError> {
+    /// A node whose sockets get tokens from `first_token` upwards. The
+    /// node's RNG is seeded from the OS unless the config sets a seed.
+    pub fn new(mut config: Config, first_token: Token) -> Result<Self, ConfigError> {
+        if config.rng_seed == [0; 32] {
+            getrandom::fill(&mut config.rng_seed).expect("the OS RNG is available");
+        }
         let clock = StdClock::new();
         Ok(MioNode {
             node: Node::new(clock.now(), config)?,

@@ -4,13 +4,15 @@
 //! echo                 listener and dialer in one process, over loopback TCP
 //! echo -l PORT         listen on /ip4/127.0.0.1/tcp/PORT and echo /echo/1.0.0 streams
 //! echo -d MULTIADDR    dial, send "Hello, world!\n" on /echo/1.0.0, print the reply
-//! options: --seed N (0-255: identity from 32 bytes of N), --insecure (plaintext)
+//! options: --seed N (0-255: identity from 32 bytes of N),
+//!          --insecure (/plaintext/2.0.0 instead of /noise; both sides must agree)
 //! ```
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use sansp2p::node::Security;
 use sansp2p::protocols::identify;
 use sansp2p_smol::{new_host, random_keypair, Config, Host, Multiaddr};
 
@@ -62,15 +64,16 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn host(seed: Option<u8>) -> Result<Host, String> {
+fn host(seed: Option<u8>, insecure: bool) -> Result<Host, String> {
     let key = match seed {
         Some(n) => sansp2p::Keypair::from_secret_bytes([n; 32]),
         None => random_keypair(),
     };
-    // Plaintext is the only security protocol until noise lands, so
-    // --insecure changes nothing yet; it is accepted for forward
-    // compatibility with scripts.
-    new_host(Config::new(key)).map_err(|e| e.to_string())
+    let mut config = Config::new(key);
+    if insecure {
+        config.security = vec![Security::Plaintext];
+    }
+    new_host(config).map_err(|e| e.to_string())
 }
 
 fn show_identify(who: &str, info: &identify::Info) {
@@ -129,7 +132,7 @@ async fn echo_once(host: &Host, peer: sansp2p::PeerId) -> Result<Vec<u8>, String
 }
 
 async fn listen(args: &Args, port: u16) -> Result<(), String> {
-    let host = host(args.seed)?;
+    let host = host(args.seed, args.insecure)?;
     let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("valid");
     let bound = host.listen(&addr).await.map_err(|e| e.to_string())?;
     println!("I am {bound}/p2p/{}", host.local_peer_id());
@@ -137,7 +140,7 @@ async fn listen(args: &Args, port: u16) -> Result<(), String> {
 }
 
 async fn dial(args: &Args, addr: &Multiaddr) -> Result<(), String> {
-    let host = host(args.seed)?;
+    let host = host(args.seed, args.insecure)?;
     let peer = host.dial(addr).await.map_err(|e| e.to_string())?;
     let reply = echo_once(&host, peer).await?;
     println!("read reply: {:?}", String::from_utf8_lossy(&reply));
@@ -145,8 +148,8 @@ async fn dial(args: &Args, addr: &Multiaddr) -> Result<(), String> {
 }
 
 async fn both(args: &Args) -> Result<(), String> {
-    let listener = host(args.seed)?;
-    let dialer = host(args.seed.map(|n| n.wrapping_add(1)))?;
+    let listener = host(args.seed, args.insecure)?;
+    let dialer = host(args.seed.map(|n| n.wrapping_add(1)), args.insecure)?;
     let bound = listener
         .listen(&"/ip4/127.0.0.1/tcp/0".parse().expect("valid"))
         .await

@@ -25,7 +25,8 @@
 //! [`poll_timeout`](Node::poll_timeout) or new input.
 //!
 //! Per connection the node runs the [`upgrade`] pipeline (multistream-select,
-//! plaintext, multistream-select, yamux), then a yamux session. On each
+//! noise or plaintext, multistream-select, yamux), then a yamux session over
+//! the secured [`Channel`]. On each
 //! session it answers identify and ping, asks the peer's identify once, and
 //! negotiates every stream with multistream-select against the protocols the
 //! application registered.
@@ -54,7 +55,7 @@ use crate::time::Instant;
 use crate::yamux;
 
 use stream::NodeStream;
-pub use upgrade::{Endpoint, Security, UpgradeError, Upgraded};
+pub use upgrade::{Channel, Endpoint, NoiseSecrets, Security, UpgradeError, Upgraded};
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
@@ -152,17 +153,21 @@ pub struct Config {
     pub upgrade_timeout: Duration,
     /// Time for one ping's echo. Default 10 s.
     pub ping_timeout: Duration,
-    /// Seed of the node's RNG (ping payloads). Adapters seed it from the OS;
-    /// tests fix it so runs repeat.
+    /// Seed of the node's RNG (noise handshake keys, ping payloads). It must
+    /// be secret and random wherever noise is used: [`Node::new`] refuses
+    /// the all-zero default then. Adapters seed it from the OS; tests fix it
+    /// so runs repeat.
     pub rng_seed: [u8; 32],
 }
 
 impl Config {
-    /// The defaults for `keypair`, with plaintext security (the only one so far).
+    /// The defaults for `keypair`: noise as the only security protocol
+    /// (add [`Security::Plaintext`] only for tests or trusted networks; a
+    /// listener offering both lets an active attacker pick plaintext).
     pub fn new(keypair: Keypair) -> Self {
         Config {
             keypair,
-            security: alloc::vec![Security::Plaintext],
+            security: alloc::vec![Security::Noise],
             yamux: yamux::Config::default(),
             protocol_version: String::from("ipfs/0.1.0"),
             agent_version: alloc::format!("sansp2p/{}", env!("CARGO_PKG_VERSION")),
@@ -184,6 +189,10 @@ pub enum ConfigError {
     /// `security` is empty.
     #[error("no security protocol configured")]
     NoSecurity,
+    /// Noise is configured but `rng_seed` is all zeros: every handshake key
+    /// would be predictable.
+    #[error("noise needs a random rng_seed (it is all zeros)")]
+    ZeroRngSeed,
     /// A limit is zero.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
@@ -533,6 +542,11 @@ struct Conn {
     streams: HashMap<u32, NodeStream>,
     /// The upgrade's last bytes (e.g. the muxer echo), sent before any frame.
     upgrade_tail: Vec<u8>,
+    /// What carries the session's bytes (clear, or noise frames).
+    channel: upgrade::Channel,
+    /// The channel broke (a frame failed to decrypt): input is dropped
+    /// until the socket closes.
+    discard_input: bool,
     negotiating_inbound: usize,
     /// `Action::Close` was emitted.
     closing: bool,
@@ -607,6 +621,8 @@ pub struct Node {
     wants_write: VecDeque<ConnectionId>,
     timers: BTreeSet<(Instant, TimerKey)>,
     rng: rand_chacha::ChaCha20Rng,
+    /// Reused for session frames on their way into a noise channel.
+    scratch: Vec<u8>,
 }
 
 impl fmt::Debug for Node {
@@ -632,6 +648,9 @@ impl Node {
         if config.security.is_empty() {
             return Err(ConfigError::NoSecurity);
         }
+        if config.security.contains(&Security::Noise) && config.rng_seed == [0; 32] {
+            return Err(ConfigError::ZeroRngSeed);
+        }
         for (name, v) in [
             ("max_connections", config.max_connections),
             ("max_connections_per_peer", config.max_connections_per_peer),
@@ -656,6 +675,7 @@ impl Node {
             attempt_errors: HashMap::new(),
             peerless: HashMap::new(),
             rng: rand_chacha::ChaCha20Rng::from_seed(config.rng_seed),
+            scratch: Vec::new(),
             config,
             now,
             next_id: 1,
@@ -812,11 +832,13 @@ impl Node {
             return Err(InboundError::ConnectionLimit);
         }
         let conn = ConnectionId(self.fresh_id());
+        let secrets = self.noise_secrets();
         let upgrade = upgrade::Upgrade::new(
             Endpoint::Listener,
             &self.config.keypair,
             &self.config.security,
             None,
+            secrets,
         );
         self.conns.insert(
             conn,
@@ -850,11 +872,13 @@ impl Node {
             self.request_close(conn);
             return;
         }
+        let secrets = noise_secrets(&mut self.rng);
         c.state = ConnState::Upgrading(Box::new(upgrade::Upgrade::new(
             Endpoint::Dialer,
             &self.config.keypair,
             &self.config.security,
             c.expected,
+            secrets,
         )));
         c.deadline = Some(now + self.config.upgrade_timeout);
         if let Origin::Attempt(attempt) = c.origin {
@@ -883,6 +907,9 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return data.len();
         };
+        if c.discard_input {
+            return data.len();
+        }
         let used = match &mut c.state {
             ConnState::Connecting => data.len(),
             ConnState::Upgrading(up) => {
@@ -891,7 +918,7 @@ impl Node {
                     match outcome {
                         Ok(upgraded) => {
                             let n2 = if self.on_upgraded(conn, upgraded) {
-                                self.session_read(now, conn, &data[n..])
+                                self.channel_read(now, conn, &data[n..])
                             } else {
                                 data.len() - n
                             };
@@ -906,7 +933,7 @@ impl Node {
                     n
                 }
             }
-            ConnState::Muxed(_) => self.session_read(now, conn, data),
+            ConnState::Muxed(_) => self.channel_read(now, conn, data),
         };
         self.flag_write(conn);
         self.reschedule(conn);
@@ -1048,11 +1075,32 @@ impl Node {
             }
             ConnState::Muxed(session) => {
                 out.append(&mut c.upgrade_tail);
-                while out.len() - start < max {
-                    let Some(frame) = session.poll_transmit(now) else {
-                        break;
-                    };
-                    frame.write_to(out);
+                match &mut c.channel {
+                    upgrade::Channel::Clear => {
+                        while out.len() - start < max {
+                            let Some(frame) = session.poll_transmit(now) else {
+                                break;
+                            };
+                            frame.write_to(out);
+                        }
+                    }
+                    channel => {
+                        // Frames gathered in the clear, then sealed at once
+                        // (noise frames of up to 64 KiB each).
+                        let mut plain = core::mem::take(&mut self.scratch);
+                        while plain.len() < max {
+                            let Some(frame) = session.poll_transmit(now) else {
+                                break;
+                            };
+                            frame.write_to(&mut plain);
+                        }
+                        // Sealing fails only when 2^64 frames were sent.
+                        if channel.seal(&plain, out).is_err() {
+                            c.discard_input = true;
+                        }
+                        plain.clear();
+                        self.scratch = plain;
+                    }
                 }
             }
         }
@@ -1066,8 +1114,21 @@ impl Node {
             self.conns.get(&conn).map(|c| &c.state),
             Some(ConnState::Muxed(_))
         ) {
-            // Sending can free send-buffer room (StreamWritable) or start ping clocks.
+            // Sending can free send-buffer room (StreamWritable) or start
+            // ping clocks, and lets the session take decrypted input it
+            // refused while its queues were full.
             self.process_session(conn);
+            let refused_input = self.conns.get(&conn).is_some_and(|c| {
+                matches!(&c.channel, upgrade::Channel::Noise { pending, .. } if !pending.is_empty())
+            });
+            if refused_input {
+                // The session refused decrypted bytes while its queues were
+                // full; now that frames left, offer them again, and send
+                // what they produce on the next call (the session only
+                // refuses while it has frames queued, so this ends).
+                self.channel_read(now, conn, &[]);
+                self.flag_write(conn);
+            }
             self.reschedule(conn);
         }
         n
@@ -1185,6 +1246,7 @@ impl Node {
         let c = self.conns.get_mut(&conn).expect("caller holds it");
         if let ConnState::Upgrading(up) = &mut c.state {
             up.poll_transmit(&mut c.upgrade_tail);
+            c.channel = up.take_channel();
         }
         let role = match c.endpoint {
             Endpoint::Dialer => yamux::Role::Client,
@@ -1242,6 +1304,10 @@ impl Node {
             .chain(BUILTIN_PROTOCOLS.iter().map(|p| Cow::Borrowed(*p)))
     }
 
+    fn noise_secrets(&mut self) -> upgrade::NoiseSecrets {
+        noise_secrets(&mut self.rng)
+    }
+
     fn random_payload(&mut self) -> [u8; crate::protocols::ping::PAYLOAD_LEN] {
         let mut p = [0u8; crate::protocols::ping::PAYLOAD_LEN];
         self.rng.fill_bytes(&mut p);
@@ -1269,10 +1335,23 @@ impl Conn {
             write_flagged: false,
             streams: HashMap::new(),
             upgrade_tail: Vec::new(),
+            channel: upgrade::Channel::Clear,
+            discard_input: false,
             negotiating_inbound: 0,
             closing: false,
         }
     }
+}
+
+/// Fresh X25519 secrets for one noise handshake.
+fn noise_secrets(rng: &mut rand_chacha::ChaCha20Rng) -> upgrade::NoiseSecrets {
+    let mut secrets = upgrade::NoiseSecrets {
+        static_secret: [0; 32],
+        ephemeral_secret: [0; 32],
+    };
+    rng.fill_bytes(&mut secrets.static_secret);
+    rng.fill_bytes(&mut secrets.ephemeral_secret);
+    secrets
 }
 
 /// Splits a trailing `/p2p/<id>` off a binary multiaddr. `None` if the

@@ -452,6 +452,65 @@ impl Node {
         }
     }
 
+    /// Bytes read from a muxed connection, through its channel: clear bytes
+    /// go straight to the session; noise frames are decrypted a bounded
+    /// amount at a time, and no more raw input is taken while the session
+    /// still refuses decrypted bytes (they are offered again after each
+    /// `poll_transmit`). Returns how many raw bytes were consumed.
+    pub(super) fn channel_read(&mut self, now: Instant, conn: ConnectionId, data: &[u8]) -> usize {
+        /// Decrypted bytes held for the session at most, per connection.
+        const MAX_PENDING: usize = 64 * 1024;
+        let mut used = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return data.len();
+            };
+            if c.discard_input {
+                return data.len();
+            }
+            let super::upgrade::Channel::Noise { pending, .. } = &mut c.channel else {
+                return self.session_read(now, conn, data);
+            };
+            let plain = core::mem::take(pending);
+            let n = if plain.is_empty() {
+                0
+            } else {
+                self.session_read(now, conn, &plain)
+            };
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return data.len();
+            };
+            let super::upgrade::Channel::Noise { transport, pending } = &mut c.channel else {
+                return data.len();
+            };
+            if n < plain.len() {
+                // The session pushes back: keep the rest, take no more input.
+                *pending = plain;
+                pending.drain(..n);
+                return used;
+            }
+            *pending = plain;
+            pending.clear();
+            if used == data.len() {
+                return used;
+            }
+            match transport.decrypt_up_to(&data[used..], pending, MAX_PENDING) {
+                Ok(k) => used += k,
+                Err(_) => {
+                    // The peer's frames no longer authenticate: tell it (our
+                    // sending side still works) and close.
+                    c.discard_input = true;
+                    pending.clear();
+                    if let ConnState::Muxed(session) = &mut c.state {
+                        let _ = session.go_away(yamux::GoAwayCode::PROTOCOL_ERROR);
+                    }
+                    self.request_close(conn);
+                    return data.len();
+                }
+            }
+        }
+    }
+
     /// Drains the session's events and dispatches them.
     pub(super) fn process_session(&mut self, conn: ConnectionId) {
         loop {

@@ -9,7 +9,7 @@ use hashbrown::HashMap;
 
 use super::*;
 use crate::multistream::NegotiationError;
-use crate::security::plaintext::PlaintextError;
+use crate::security::noise::NoiseError;
 
 const ECHO: &str = "/echo/1.0.0";
 
@@ -46,13 +46,19 @@ struct Net {
 }
 
 impl Net {
+    /// `n` nodes with the default security (noise).
     fn new(n: usize) -> Self {
+        Self::with_security(n, &[Security::Noise])
+    }
+
+    fn with_security(n: usize, security: &[Security]) -> Self {
         let mut nodes = Vec::new();
         let mut listeners = HashMap::new();
         for i in 0..n {
             let key = Keypair::from_secret_bytes([i as u8 + 1; 32]);
             let mut config = Config::new(key);
-            config.rng_seed = [i as u8; 32];
+            config.security = security.to_vec();
+            config.rng_seed = [i as u8 + 1; 32];
             let mut node = Node::new(Instant::ZERO, config).unwrap();
             let l = node.listen_on(tcp_addr(i as u8 + 1));
             assert!(matches!(node.poll_action(), Some(Action::Listen { .. })));
@@ -227,15 +233,18 @@ impl Net {
 
 #[test]
 fn connect_upgrade_and_identify_both_ways() {
-    for chunk in [1, 7, usize::MAX] {
-        let mut net = Net::new(2);
+    for (security, chunk) in [Security::Noise, Security::Plaintext]
+        .into_iter()
+        .flat_map(|s| [(s, 1), (s, 7), (s, usize::MAX)])
+    {
+        let mut net = Net::with_security(2, &[security]);
         net.chunk = chunk;
         net.nodes[1].register_protocol(ECHO).unwrap();
         net.connect(0, 1);
         let (a, b) = (net.peer(0), net.peer(1));
         let ev0 = net.take_events(0);
         let ev1 = net.take_events(1);
-        assert!(ev0.iter().any(|e| matches!(e, Event::ConnectionEstablished { peer, endpoint: Endpoint::Dialer, security: Security::Plaintext, muxer: "/yamux/1.0.0", .. } if *peer == b)));
+        assert!(ev0.iter().any(|e| matches!(e, Event::ConnectionEstablished { peer, endpoint: Endpoint::Dialer, security: s, muxer: "/yamux/1.0.0", .. } if *peer == b && *s == security)));
         assert!(ev1.iter().any(|e| matches!(e, Event::ConnectionEstablished { peer, endpoint: Endpoint::Listener, .. } if *peer == a)));
         let info = ev0
             .iter()
@@ -439,9 +448,9 @@ fn dial_expecting_the_wrong_peer_fails_with_a_typed_error() {
     assert_eq!(errors.len(), 1);
     assert_eq!(
         errors[0].1,
-        AttemptError::Upgrade(UpgradeError::Plaintext(PlaintextError::UnexpectedPeer {
+        AttemptError::Upgrade(UpgradeError::Noise(NoiseError::UnexpectedPeer {
             expected: wrong,
-            actual: net.peer(1)
+            found: net.peer(1)
         }))
     );
     // The connection was closed on both sides.
@@ -693,7 +702,17 @@ fn bad_configuration_is_refused() {
         Node::new(Instant::ZERO, config).unwrap_err(),
         ConfigError::NoSecurity
     );
+    // Noise keys from an all-zero seed would be predictable.
+    let config = Config::new(Keypair::from_secret_bytes([1; 32]));
+    assert_eq!(
+        Node::new(Instant::ZERO, config).unwrap_err(),
+        ConfigError::ZeroRngSeed
+    );
     let mut config = Config::new(Keypair::from_secret_bytes([1; 32]));
+    config.security = vec![Security::Plaintext];
+    assert!(Node::new(Instant::ZERO, config).is_ok());
+    let mut config = Config::new(Keypair::from_secret_bytes([1; 32]));
+    config.rng_seed = [9; 32];
     config.max_connections = 0;
     assert_eq!(
         Node::new(Instant::ZERO, config).unwrap_err(),
@@ -713,6 +732,35 @@ fn garbage_from_a_peer_closes_only_that_connection() {
     assert!(closed);
     assert!(core::iter::from_fn(|| net.nodes[1].poll_event())
         .any(|e| matches!(e, Event::InboundUpgradeFailed { conn: c, .. } if c == conn)));
+}
+
+#[test]
+fn a_forged_noise_frame_closes_the_connection_with_a_goaway() {
+    let mut net = Net::new(2);
+    net.connect(0, 1);
+    let a = net.peer(0);
+    let conn = net
+        .take_events(1)
+        .iter()
+        .find_map(|e| match e {
+            Event::ConnectionEstablished { conn, peer, .. } if *peer == a => Some(*conn),
+            _ => None,
+        })
+        .expect("node 1 has a connection from node 0");
+    // A well-formed frame whose tag cannot verify.
+    let mut forged = vec![0u8, 40];
+    forged.extend_from_slice(&[0x5a; 40]);
+    assert_eq!(
+        net.nodes[1].handle_read(net.now, conn, &forged),
+        forged.len()
+    );
+    assert!(core::iter::from_fn(|| net.nodes[1].poll_action()).any(|x| x == Action::Close { conn }));
+    // Our sending side still works: the peer is told why (GoAway, protocol
+    // error), sealed like every frame.
+    let mut out = Vec::new();
+    assert!(net.nodes[1].poll_transmit(net.now, conn, &mut out, 1 << 20) > 0);
+    // Whatever comes next is dropped, not parsed.
+    assert_eq!(net.nodes[1].handle_read(net.now, conn, &[1, 2, 3]), 3);
 }
 
 #[test]

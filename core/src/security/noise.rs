@@ -133,7 +133,7 @@ pub enum NoiseError {
     #[error("identity signature does not match the static key")]
     BadSignature,
     /// The remote is not the peer the dialer meant to reach.
-    #[error("expected peer {expected}, found {found}")]
+    #[error("expected peer {expected}, reached {found}")]
     UnexpectedPeer {
         /// The peer dialed.
         expected: PeerId,
@@ -744,33 +744,46 @@ impl Transport {
     /// Consumes all of `data` (frames may span calls) and appends the
     /// plaintext of every complete frame to `out`. After an error the
     /// connection must be closed.
-    pub fn decrypt(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), NoiseError> {
-        // Finish a frame begun in an earlier read.
-        if !self.frame.is_empty() {
-            let (n, complete) = self.frame.fill(data);
-            data = &data[n..];
+    pub fn decrypt(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), NoiseError> {
+        let used = self.decrypt_up_to(data, out, usize::MAX)?;
+        debug_assert_eq!(used, data.len());
+        Ok(())
+    }
+
+    /// Like [`decrypt`](Self::decrypt), but starts no new frame once `out`
+    /// holds `limit` bytes or more: returns how many bytes of `data` it
+    /// consumed; give the rest again later. A frame split across calls is
+    /// kept inside (at most 2 + [`MAX_FRAME_LEN`] bytes), so the count covers
+    /// partial frames too.
+    pub fn decrypt_up_to(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<usize, NoiseError> {
+        let mut used = 0;
+        while out.len() < limit && used < data.len() {
+            let rest = &data[used..];
+            let whole = self.frame.is_empty()
+                && rest.len() >= 2
+                && rest.len() >= 2 + usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            if whole {
+                // Straight from the input, no copy into the frame buffer.
+                let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                self.recv.decrypt(&[], &rest[2..2 + len], out)?;
+                used += 2 + len;
+                continue;
+            }
+            let (n, complete) = self.frame.fill(rest);
+            used += n;
             if !complete {
-                return Ok(());
+                break;
             }
             let result = self.recv.decrypt(&[], self.frame.body(), out);
             self.frame.clear();
             result?;
         }
-        // Whole frames straight from the input.
-        while data.len() >= 2 {
-            let len = usize::from(u16::from_be_bytes([data[0], data[1]]));
-            if data.len() < 2 + len {
-                break;
-            }
-            self.recv.decrypt(&[], &data[2..2 + len], out)?;
-            data = &data[2 + len..];
-        }
-        // Keep the start of the next one.
-        if !data.is_empty() {
-            let (n, _) = self.frame.fill(data);
-            debug_assert_eq!(n, data.len());
-        }
-        Ok(())
+        Ok(used)
     }
 }
 
@@ -1039,6 +1052,34 @@ mod tests {
             r.poll_event(),
             Some(Event::Failed(NoiseError::UnexpectedEof))
         ));
+    }
+
+    #[test]
+    fn decrypt_up_to_starts_no_frame_past_the_limit() {
+        let (mut i, mut r) = pair(None);
+        let (ei, er, _) = run(&mut i, &mut r, &[1000], &[]);
+        let (mut ti, mut tr) = transports((ei, er));
+        let mut wire = Vec::new();
+        ti.encrypt(b"first", &mut wire).unwrap();
+        let first = wire.len();
+        ti.encrypt(b"second", &mut wire).unwrap();
+        let mut got = Vec::new();
+        assert_eq!(tr.decrypt_up_to(&wire, &mut got, 1).unwrap(), first);
+        assert_eq!(got, b"first");
+        assert_eq!(tr.decrypt_up_to(&wire[first..], &mut got, 1).unwrap(), 0);
+        // A partial frame is taken in (and counted) while under the limit.
+        got.clear();
+        assert_eq!(
+            tr.decrypt_up_to(&wire[first..first + 3], &mut got, 1)
+                .unwrap(),
+            3
+        );
+        assert!(got.is_empty());
+        assert_eq!(
+            tr.decrypt_up_to(&wire[first + 3..], &mut got, 1).unwrap(),
+            wire.len() - first - 3
+        );
+        assert_eq!(got, b"second");
     }
 
     #[test]
