@@ -806,3 +806,104 @@ fn a_peer_that_pings_without_reading_the_echoes_is_pushed_back() {
         "{written} bytes accepted from a peer that never reads"
     );
 }
+
+/// A peer that floods yamux pings over noise and never reads our pongs: the
+/// node stops taking its bytes once the pong queue is full (decrypting at
+/// most a bounded amount ahead), takes them again as the pongs leave, and in
+/// the end answers every ping exactly once.
+#[test]
+fn a_noise_peer_flooding_pings_is_pushed_back_and_every_ping_answered() {
+    let mut net = Net::new(1);
+    let node = &mut net.nodes[0];
+    let now = net.now;
+    let conn = node.handle_inbound(now, tcp_addr(9)).unwrap();
+    // The peer: our own upgrade machine as a dialer.
+    let key = Keypair::from_secret_bytes([50; 32]);
+    let secrets = upgrade::NoiseSecrets {
+        static_secret: [51; 32],
+        ephemeral_secret: [52; 32],
+    };
+    let mut peer = upgrade::Upgrade::new(Endpoint::Dialer, &key, &[Security::Noise], None, secrets);
+    let mut from_node = Vec::new();
+    for _ in 0..10 {
+        let mut to_node = Vec::new();
+        peer.poll_transmit(&mut to_node);
+        assert_eq!(node.handle_read(now, conn, &to_node), to_node.len());
+        while node.poll_transmit(now, conn, &mut from_node, 1 << 20) > 0 {}
+        let used = peer.handle_read(&from_node);
+        from_node.drain(..used);
+    }
+    assert!(peer.poll_outcome().unwrap().is_ok(), "the peer's upgrade");
+    let upgrade::Channel::Noise {
+        mut transport,
+        pending,
+    } = peer.take_channel()
+    else {
+        panic!("noise was negotiated");
+    };
+    // Whatever the node sent after the upgrade (its session start) is ours
+    // to read later; keep the raw bytes.
+    let mut node_output = pending;
+    transport.decrypt(&from_node, &mut node_output).unwrap();
+
+    // 20 000 pings (SYN, stream 0, opaque value i), sealed as one stream.
+    const PINGS: u32 = 20_000;
+    let mut plain = Vec::new();
+    for i in 0..PINGS {
+        plain.extend_from_slice(&[0, 2, 0, 1, 0, 0, 0, 0]);
+        plain.extend_from_slice(&i.to_be_bytes());
+    }
+    let mut wire = Vec::new();
+    transport.encrypt(&plain, &mut wire).unwrap();
+
+    // Offer everything without draining: the node must push back.
+    let mut taken = 0;
+    for _ in 0..100 {
+        let n = node.handle_read(now, conn, &wire[taken..]);
+        taken += n;
+        if n == 0 {
+            break;
+        }
+    }
+    assert!(
+        taken < wire.len(),
+        "the node took all {} bytes while its pongs queued",
+        wire.len()
+    );
+    assert!(
+        taken <= 4 * 65_552,
+        "took {taken} bytes ahead of a full pong queue"
+    );
+
+    // Drain and offer again until everything is taken.
+    let mut raw_out = Vec::new();
+    let mut rounds = 0;
+    while taken < wire.len() {
+        rounds += 1;
+        assert!(rounds < 100_000, "no progress");
+        while node.poll_transmit(now, conn, &mut raw_out, 1 << 16) > 0 {}
+        taken += node.handle_read(now, conn, &wire[taken..]);
+    }
+    while node.poll_transmit(now, conn, &mut raw_out, 1 << 20) > 0 {}
+    transport.decrypt(&raw_out, &mut node_output).unwrap();
+    // Every ping answered once, in order: ACK pings with the same values
+    // (other frames, such as the node's identify request, skipped).
+    let mut pongs = Vec::new();
+    let mut at = 0;
+    while at + 12 <= node_output.len() {
+        let h = &node_output[at..at + 12];
+        let value = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+        at += 12;
+        match h[1] {
+            0 => at += value as usize, // data frame: skip its payload
+            2 if h[3] == 2 => pongs.push(value),
+            _ => {}
+        }
+    }
+    assert_eq!(at, node_output.len(), "whole frames");
+    assert_eq!(pongs.len(), PINGS as usize, "pongs (one per ping)");
+    assert!(
+        pongs.iter().zip(0..).all(|(&v, i)| v == i),
+        "pongs out of order or altered"
+    );
+}
