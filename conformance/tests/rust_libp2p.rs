@@ -815,10 +815,11 @@ fn is_clean_remote_close(cause: &Option<String>) -> bool {
 }
 
 /// Closes once each way. Before each close the connection is left to
-/// settle (identify both ways, rust-libp2p's first ping answered): neither
-/// stack lingers on close, so a peer still writing when the other closes
-/// can see `EPIPE` (rust-libp2p against itself does too, see the report),
-/// and that race is not what this test is about.
+/// settle (identify both ways, rust-libp2p's first ping answered): our
+/// adapters linger on close (FIN, then drain until the peer's FIN), but
+/// rust-libp2p does not, so when it closes while we still write we can see
+/// `EPIPE` (rust-libp2p against itself does too), and that race is not what
+/// this test is about.
 fn close_both_ways(dir: Dir) {
     run(async {
         let (mut s, conn) = Setup::connected(dir).await;

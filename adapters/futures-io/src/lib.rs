@@ -694,8 +694,24 @@ impl Shared {
         (conn, write, progress): (ConnectionId, Arc<Notify>, Arc<Notify>),
         socket: async_net::TcpStream,
     ) {
-        let reader = read_task(Arc::downgrade(self), conn, socket.clone(), progress.clone());
-        let writer = write_task(Arc::downgrade(self), conn, socket, write, progress);
+        // Dropped when the reader ends, which tells a lingering close it may
+        // release the socket.
+        let (reader_alive, reader_gone) = oneshot::channel::<()>();
+        let reader = read_task(
+            Arc::downgrade(self),
+            conn,
+            socket.clone(),
+            progress.clone(),
+            reader_alive,
+        );
+        let writer = write_task(
+            Arc::downgrade(self),
+            conn,
+            socket,
+            write,
+            progress,
+            reader_gone,
+        );
         (self.spawner)(Box::pin(reader));
         (self.spawner)(Box::pin(writer));
     }
@@ -827,12 +843,19 @@ fn wake_stream(st: &mut State, stream: &StreamHandle, mark: impl FnOnce(&mut Str
     }
 }
 
-/// Reads the socket into the node.
+/// How long a closed connection keeps reading (and dropping) what the peer
+/// still sends, waiting for its end of file, before the socket is shut.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Reads the socket into the node. Once the node is done with the
+/// connection, reads on (dropping the bytes) until the peer closes, so that
+/// unread bytes do not turn our close into a reset (see [`finish`]).
 async fn read_task(
     shared: std::sync::Weak<Shared>,
     conn: ConnectionId,
     mut socket: async_net::TcpStream,
     progress: Arc<Notify>,
+    _alive: oneshot::Sender<()>,
 ) {
     let mut buf = vec![0u8; 256 * 1024];
     let mut filled = 0;
@@ -856,6 +879,7 @@ async fn read_task(
             });
             drop(s);
             if gone {
+                while let Ok(1..) = socket.read(&mut buf).await {}
                 return;
             }
             buf.copy_within(used..filled, 0);
@@ -876,7 +900,11 @@ async fn write_task(
     mut socket: async_net::TcpStream,
     wake: Arc<Notify>,
     progress: Arc<Notify>,
+    reader_gone: oneshot::Receiver<()>,
 ) {
+    let finish = |socket: &async_net::TcpStream, reader_gone| {
+        finish(&shared, conn, socket, &progress, reader_gone)
+    };
     let mut buf = Vec::with_capacity(256 * 1024);
     loop {
         let listener = wake.listen();
@@ -889,7 +917,7 @@ async fn write_task(
         drop(s);
         if n > 0 {
             if socket.write_all(&buf).await.is_err() {
-                finish(&shared, conn, &socket);
+                finish(&socket, reader_gone);
                 return;
             }
             buf.clear();
@@ -899,7 +927,7 @@ async fn write_task(
         if closing {
             let _ = socket.flush().await;
             if !gone {
-                finish(&shared, conn, &socket);
+                finish(&socket, reader_gone);
             }
             return;
         }
@@ -907,9 +935,33 @@ async fn write_task(
     }
 }
 
-fn finish(shared: &std::sync::Weak<Shared>, conn: ConnectionId, socket: &async_net::TcpStream) {
-    let _ = socket.shutdown(std::net::Shutdown::Both);
+/// Ends a connection: the node forgets it at once, the peer gets our FIN
+/// after the last byte written, and the reader drains what the peer still
+/// sends until its FIN (a socket closed with unread bytes sends a reset,
+/// which can cost the peer the last frames we sent it). The socket is shut
+/// when the reader is done, or after [`CLOSE_LINGER`] at the latest.
+fn finish(
+    shared: &std::sync::Weak<Shared>,
+    conn: ConnectionId,
+    socket: &async_net::TcpStream,
+    progress: &Notify,
+    reader_gone: oneshot::Receiver<()>,
+) {
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    // A reader waiting for the node to take input learns it never will.
+    progress.notify(usize::MAX);
     if let Some(s) = shared.upgrade() {
+        let socket = socket.clone();
+        (s.spawner)(Box::pin(async move {
+            let reader_done = async {
+                let _ = reader_gone.await;
+            };
+            let linger_over = async {
+                async_io::Timer::after(CLOSE_LINGER).await;
+            };
+            reader_done.or(linger_over).await;
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }));
         s.with_now(|st, now| {
             st.conns.remove(&conn);
             st.node.handle_connection_closed(now, conn);

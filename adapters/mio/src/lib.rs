@@ -57,10 +57,17 @@ use sansp2p::Instant;
 const READ_BUF: usize = 256 * 1024;
 /// Bytes the node hands out per transmit call.
 const WRITE_CHUNK: usize = 256 * 1024;
+/// How long a closed connection keeps reading (and dropping) what the peer
+/// still sends, waiting for its end of file, before the socket is shut.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 enum Socket {
     Listener(TcpListener),
     Conn(Box<ConnSocket>),
+    /// Closed for the node, FIN sent; drained until the peer's FIN (a
+    /// socket closed with unread bytes sends a reset, which can cost the
+    /// peer the last frames we sent) or [`CLOSE_LINGER`].
+    Lingering(TcpStream),
 }
 
 struct ConnSocket {
@@ -89,6 +96,8 @@ pub struct MioNode {
     events: VecDeque<Event>,
     /// Connections with input the node has not taken yet.
     stalled: Vec<Token>,
+    /// When each lingering socket is shut at the latest, oldest first.
+    lingering: VecDeque<(Instant, Token)>,
     scratch: Vec<u8>,
 }
 
@@ -118,6 +127,7 @@ impl MioNode {
             tokens: HashMap::new(),
             events: VecDeque::new(),
             stalled: Vec::new(),
+            lingering: VecDeque::new(),
             scratch: vec![0; READ_BUF],
         })
     }
@@ -171,6 +181,7 @@ impl MioNode {
                     self.flush(registry, token, now);
                 }
             }
+            Some(Socket::Lingering(_)) => self.drain_lingering(registry, token),
             None => {}
         }
         true
@@ -182,6 +193,16 @@ impl MioNode {
         let now = self.clock.now();
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
             self.node.handle_timeout(now);
+        }
+        while let Some(&(at, token)) = self.lingering.front() {
+            if at > now {
+                break;
+            }
+            self.lingering.pop_front();
+            if let Some(Socket::Lingering(s)) = self.sockets.get(&token) {
+                let _ = s.shutdown(Shutdown::Both);
+                self.drop_socket(registry, token);
+            }
         }
         loop {
             let mut busy = false;
@@ -213,10 +234,12 @@ impl MioNode {
                 break;
             }
         }
-        Ok(self
-            .node
-            .poll_timeout()
-            .map(|t| t.saturating_duration_since(self.clock.now())))
+        let linger = self.lingering.front().map(|&(at, _)| at);
+        let next = match (self.node.poll_timeout(), linger) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(next.map(|t| t.saturating_duration_since(self.clock.now())))
     }
 
     fn fresh_token(&mut self) -> Token {
@@ -404,8 +427,7 @@ impl MioNode {
             {
                 if c.closing {
                     let conn = c.conn;
-                    let _ = c.socket.shutdown(Shutdown::Both);
-                    self.drop_socket(registry, token);
+                    self.linger(registry, token, now);
                     self.node.handle_connection_closed(now, conn);
                 }
                 return;
@@ -426,11 +448,51 @@ impl MioNode {
         }
     }
 
+    /// Our side of the connection is done: FIN to the peer, then drain what
+    /// it still sends (see [`Socket::Lingering`]).
+    fn linger(&mut self, registry: &Registry, token: Token, now: Instant) {
+        let Some(Socket::Conn(c)) = self.sockets.remove(&token) else {
+            return;
+        };
+        self.tokens.remove(&c.conn);
+        let mut socket = c.socket;
+        let _ = socket.shutdown(Shutdown::Write);
+        if c.read_closed {
+            let _ = registry.deregister(&mut socket);
+            return;
+        }
+        self.sockets.insert(token, Socket::Lingering(socket));
+        self.lingering.push_back((now + CLOSE_LINGER, token));
+        // Edge-triggered: what already arrived will not be announced again.
+        self.drain_lingering(registry, token);
+    }
+
+    /// Reads and drops what a lingering socket has; ends it at end of file.
+    fn drain_lingering(&mut self, registry: &Registry, token: Token) {
+        loop {
+            let Some(Socket::Lingering(s)) = self.sockets.get_mut(&token) else {
+                return;
+            };
+            match s.read(&mut self.scratch) {
+                Ok(1..) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(0) | Err(_) => {
+                    self.drop_socket(registry, token);
+                    return;
+                }
+            }
+        }
+    }
+
     fn drop_socket(&mut self, registry: &Registry, token: Token) {
         match self.sockets.remove(&token) {
             Some(Socket::Conn(mut c)) => {
                 let _ = registry.deregister(&mut c.socket);
                 self.tokens.remove(&c.conn);
+            }
+            Some(Socket::Lingering(mut socket)) => {
+                let _ = registry.deregister(&mut socket);
             }
             Some(Socket::Listener(mut socket)) => {
                 let _ = registry.deregister(&mut socket);

@@ -206,3 +206,49 @@ fn dial_to_a_closed_port_fails() {
             .any(|e| matches!(e, Event::DialFailed { .. }))
     });
 }
+
+/// A peer that is still sending when the node closes gets our FIN and may
+/// finish sending (the socket lingers, draining), instead of a reset.
+#[test]
+fn closing_on_a_peer_that_keeps_sending_ends_with_fin_not_reset() {
+    use std::io::{Read, Write};
+    let mut l = Loop::new();
+    l.nodes[1]
+        .node()
+        .listen_on(sansp2p::addr::tcp_multiaddr("127.0.0.1:0".parse().unwrap()));
+    l.until("listening", |l| {
+        l.log[1]
+            .iter()
+            .any(|e| matches!(e, Event::Listening { .. }))
+    });
+    let addr = l.log[1]
+        .iter()
+        .find_map(|e| match e {
+            Event::Listening { addr, .. } => Some(addr.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let Some(sansp2p::addr::TcpTarget::Ip(target)) = sansp2p::addr::tcp_target(&addr) else {
+        panic!("an IP and TCP address");
+    };
+    let peer = std::thread::spawn(move || -> Result<(), String> {
+        let mut raw = std::net::TcpStream::connect(target).map_err(|e| e.to_string())?;
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // A line that breaks multistream-select: the node closes.
+        raw.write_all(b"\x13/multistream/1.0.0\n\x05junk\n")
+            .unwrap();
+        let mut got = Vec::new();
+        raw.read_to_end(&mut got)
+            .map_err(|e| format!("our FIN, not a reset, expected: {e}"))?;
+        let chunk = vec![0x55u8; 64 * 1024];
+        for i in 0..10 {
+            std::thread::sleep(Duration::from_millis(20));
+            raw.write_all(&chunk)
+                .map_err(|e| format!("write {i} after our FIN failed ({e}): a reset"))?;
+        }
+        raw.shutdown(std::net::Shutdown::Write).unwrap();
+        Ok(())
+    });
+    l.until("the peer to finish", |_| peer.is_finished());
+    peer.join().unwrap().unwrap();
+}

@@ -154,6 +154,38 @@ fn streams_wait_for_a_slow_acceptor() {
     });
 }
 
+/// A peer that is still sending when we close gets our FIN and may finish
+/// sending: we drain its bytes until it closes too, instead of closing the
+/// socket under them (which sends a reset: the peer's writes fail, and on
+/// some systems it loses what we sent last).
+#[test]
+fn closing_on_a_peer_that_keeps_sending_ends_with_fin_not_reset() {
+    use std::io::{Read, Write};
+    let b = host(40);
+    let addr = run(listening(&b));
+    let Some(sansp2p::addr::TcpTarget::Ip(target)) = sansp2p::addr::tcp_target(&addr.to_vec())
+    else {
+        panic!("{addr} is an IP and TCP address");
+    };
+    let mut raw = std::net::TcpStream::connect(target).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // A multistream header, then a line that breaks the protocol: the node
+    // gives up on the connection and closes it.
+    raw.write_all(b"\x13/multistream/1.0.0\n\x05junk\n")
+        .unwrap();
+    let mut got = Vec::new();
+    raw.read_to_end(&mut got).expect("our FIN, not a reset");
+    // The peer had more to say: it keeps writing for a while after our FIN.
+    let chunk = vec![0x55u8; 64 * 1024];
+    for i in 0..10 {
+        std::thread::sleep(Duration::from_millis(20));
+        if let Err(e) = raw.write_all(&chunk) {
+            panic!("write {i} after our FIN failed ({e}): we reset the connection");
+        }
+    }
+    raw.shutdown(std::net::Shutdown::Write).unwrap();
+}
+
 #[test]
 fn wrong_peer_and_dead_address_fail_with_errors() {
     run(async {

@@ -949,8 +949,14 @@ impl Node {
         match &mut c.state {
             ConnState::Connecting => {}
             ConnState::Upgrading(_) => self.upgrade_failed(conn, AttemptError::Closed),
-            ConnState::Muxed(session) => {
-                session.handle_eof(now);
+            ConnState::Muxed(_) => {
+                // Decrypted bytes the session refused earlier come first.
+                self.channel_read(now, conn, &[]);
+                if let Some(ConnState::Muxed(session)) =
+                    self.conns.get_mut(&conn).map(|c| &mut c.state)
+                {
+                    session.handle_eof(now);
+                }
                 self.process_session(conn);
             }
         }
