@@ -63,6 +63,25 @@ impl Loop {
         }
     }
 
+    /// Node `i` listens on a free loopback port; returns the address.
+    fn listen(&mut self, i: usize) -> Vec<u8> {
+        self.nodes[i]
+            .node()
+            .listen_on(sansp2p::addr::tcp_multiaddr("127.0.0.1:0".parse().unwrap()));
+        self.until("listening", |l| {
+            l.log[i]
+                .iter()
+                .any(|e| matches!(e, Event::Listening { .. }))
+        });
+        self.log[i]
+            .iter()
+            .find_map(|e| match e {
+                Event::Listening { addr, .. } => Some(addr.clone()),
+                _ => None,
+            })
+            .expect("a Listening event")
+    }
+
     fn until(&mut self, what: &str, mut f: impl FnMut(&mut Self) -> bool) {
         let deadline = StdInstant::now() + Duration::from_secs(20);
         while !f(self) {
@@ -76,23 +95,12 @@ impl Loop {
 fn echo_one_mebibyte_and_ping_in_one_event_loop() {
     let mut l = Loop::new();
     l.nodes[1].node().register_protocol(ECHO).unwrap();
-    l.nodes[1]
-        .node()
-        .listen_on(sansp2p::addr::tcp_multiaddr("127.0.0.1:0".parse().unwrap()));
-    l.until("listening", |l| {
-        l.log[1]
-            .iter()
-            .any(|e| matches!(e, Event::Listening { .. }))
-    });
-    let addr = l.log[1].iter().find_map(|e| match e {
-        Event::Listening { addr, .. } => Some(addr.clone()),
-        _ => None,
-    });
+    let addr = l.listen(1);
     let server = l.nodes[1].node().local_peer_id();
     let now = l.nodes[0].now();
     l.nodes[0]
         .node()
-        .dial(now, Some(server), vec![addr.unwrap()])
+        .dial(now, Some(server), vec![addr])
         .unwrap();
     l.until("identify", |l| {
         l.log[0]
@@ -213,21 +221,7 @@ fn dial_to_a_closed_port_fails() {
 fn closing_on_a_peer_that_keeps_sending_ends_with_fin_not_reset() {
     use std::io::{Read, Write};
     let mut l = Loop::new();
-    l.nodes[1]
-        .node()
-        .listen_on(sansp2p::addr::tcp_multiaddr("127.0.0.1:0".parse().unwrap()));
-    l.until("listening", |l| {
-        l.log[1]
-            .iter()
-            .any(|e| matches!(e, Event::Listening { .. }))
-    });
-    let addr = l.log[1]
-        .iter()
-        .find_map(|e| match e {
-            Event::Listening { addr, .. } => Some(addr.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let addr = l.listen(1);
     let Some(sansp2p::addr::TcpTarget::Ip(target)) = sansp2p::addr::tcp_target(&addr) else {
         panic!("an IP and TCP address");
     };
