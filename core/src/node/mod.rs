@@ -1074,6 +1074,7 @@ impl Node {
             return 0;
         };
         let start = out.len();
+        let mut spent = false;
         match &mut c.state {
             ConnState::Connecting => {}
             ConnState::Upgrading(up) => {
@@ -1100,15 +1101,20 @@ impl Node {
                             };
                             frame.write_to(&mut plain);
                         }
-                        // Sealing fails only when 2^64 frames were sent.
+                        // Sealing fails only once 2^64 - 1 frames were sent:
+                        // the channel is spent and the connection must end.
                         if channel.seal(&plain, out).is_err() {
                             c.discard_input = true;
+                            spent = true;
                         }
                         plain.clear();
                         self.scratch = plain;
                     }
                 }
             }
+        }
+        if spent {
+            self.request_close(conn);
         }
         let n = out.len() - start;
         if n == 0 {
