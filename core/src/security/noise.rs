@@ -246,11 +246,11 @@ impl CipherState {
         let Some(body_len) = message.len().checked_sub(TAG_LEN) else {
             return Err(NoiseError::Decrypt);
         };
-        let nonce = self.next_nonce()?;
         let (body, tag) = message.split_at(body_len);
+        let tag = Tag::try_from(tag).map_err(|_| NoiseError::Decrypt)?;
+        let nonce = self.next_nonce()?;
         let start = out.len();
         out.extend_from_slice(body);
-        let tag = Tag::try_from(tag).map_err(|_| NoiseError::Decrypt)?;
         if self
             .aead
             .decrypt_inout_detached(&nonce, ad, (&mut out[start..]).into(), &tag)
