@@ -14,13 +14,9 @@ use sansp2p::Keypair;
 use sansp2p_fuzz::feed_in_pieces;
 
 fn feed(h: &mut Handshake, data: &[u8]) {
-    let h = std::cell::RefCell::new(h);
-    feed_in_pieces(
-        data,
-        |piece| h.borrow_mut().handle_read(piece),
-        || h.borrow().is_finished(),
-    );
-    let h = h.into_inner();
+    feed_in_pieces(data, |piece| {
+        (!h.is_finished()).then(|| h.handle_read(piece))
+    });
     h.handle_eof();
     if let Some(Event::Failed(_)) = h.poll_event() {
         let mut out = Vec::new();

@@ -13,12 +13,9 @@ fuzz_target!(|data: &[u8]| {
         &key.public(),
         Some(Keypair::from_secret_bytes([2; 32]).peer_id()),
     );
-    let cell = std::cell::RefCell::new(&mut h);
-    feed_in_pieces(
-        data,
-        |piece| cell.borrow_mut().handle_read(piece),
-        || cell.borrow().is_finished(),
-    );
+    feed_in_pieces(data, |piece| {
+        (!h.is_finished()).then(|| h.handle_read(piece))
+    });
     h.handle_eof();
     while h.poll_event().is_some() {}
 });
