@@ -185,6 +185,8 @@ pub struct Negotiator {
     sent_na: bool,
     /// Lazy dialer: `Negotiated` already reported, confirmation pending.
     optimistic: bool,
+    /// Listener: an answer is queued and not yet taken; nothing is read.
+    answer_unsent: bool,
 }
 
 fn check_names(names: &[ProtocolName], config: &Config) -> Result<(), ConfigError> {
@@ -279,6 +281,7 @@ impl Negotiator {
             events: VecDeque::new(),
             sent_na: false,
             optimistic: false,
+            answer_unsent: false,
         }
     }
 
@@ -303,14 +306,25 @@ impl Negotiator {
     /// (application data that followed the negotiation).
     pub fn handle_read(&mut self, data: &[u8]) -> usize {
         let mut used = 0;
-        while used < data.len() && matches!(self.state, State::ExpectHeader | State::Negotiating) {
+        while used < data.len()
+            && matches!(self.state, State::ExpectHeader | State::Negotiating)
+            && !self.answer_unsent
+        {
             match self.reader.feed(&data[used..], self.config.max_message_len) {
                 Ok((n, complete)) => {
                     used += n;
                     if complete {
                         let body = self.reader.take_body();
+                        let before = self.out.len();
                         self.on_frame(&body);
                         self.reader.clear_reusing(body);
+                        // A listener answered (`na`, an `ls` reply) and goes
+                        // on negotiating: it reads no further until the
+                        // answer is taken, so a dialer that writes without
+                        // reading cannot grow our output.
+                        self.answer_unsent = matches!(self.role, Role::Listener { .. })
+                            && self.state == State::Negotiating
+                            && self.out.len() > before;
                     }
                 }
                 Err(e) => {
@@ -368,6 +382,7 @@ impl Negotiator {
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
         let n = self.out.len();
         out.append(&mut self.out);
+        self.answer_unsent = false;
         n
     }
 

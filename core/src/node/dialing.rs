@@ -209,7 +209,7 @@ impl Node {
                 }
             }
         } else {
-            self.request_close(conn);
+            self.shut(conn, super::CloseReason::Local);
         }
         match origin {
             Origin::Attempt(attempt) => {
@@ -285,7 +285,7 @@ impl Node {
                         if matches!(c.state, ConnState::Connecting | ConnState::Upgrading(_)) {
                             c.origin = Origin::Abandoned;
                             c.deadline = None;
-                            self.request_close(conn);
+                            self.shut(conn, super::CloseReason::Local);
                         }
                     }
                 }

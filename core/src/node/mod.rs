@@ -32,7 +32,9 @@
 //! application registered.
 
 mod dialing;
+mod io;
 mod stream;
+mod types;
 pub mod upgrade;
 
 use alloc::borrow::Cow;
@@ -41,14 +43,13 @@ use alloc::collections::{BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use core::time::Duration;
 
 use hashbrown::HashMap;
 use rand_core::{Rng as _, SeedableRng as _};
 use smallvec::SmallVec;
 
 use crate::dial;
-use crate::identity::{Keypair, PeerId};
+use crate::identity::PeerId;
 use crate::multistream::ProtocolName;
 use crate::protocols::identify;
 use crate::time::Instant;
@@ -57,470 +58,7 @@ use crate::yamux;
 use stream::NodeStream;
 pub use upgrade::{Channel, Endpoint, NoiseSecrets, Security, UpgradeError, Upgraded};
 
-macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(u64);
-
-        impl $name {
-            /// The raw number (unique within one node).
-            pub fn get(self) -> u64 {
-                self.0
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!($prefix, "{}"), self.0)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(self, f)
-            }
-        }
-    };
-}
-
-id_type!(
-    /// One transport connection (inbound or outbound).
-    ConnectionId,
-    "conn#"
-);
-id_type!(
-    /// One listener requested with [`Node::listen_on`].
-    ListenerId,
-    "listener#"
-);
-id_type!(
-    /// One [`Node::dial`] request.
-    DialId,
-    "dial#"
-);
-id_type!(
-    /// One [`Node::ping`] request.
-    PingId,
-    "ping#"
-);
-
-/// A stream: its connection and its yamux id.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamHandle {
-    conn: ConnectionId,
-    id: u32,
-}
-
-impl StreamHandle {
-    /// The connection the stream runs on.
-    pub fn connection(self) -> ConnectionId {
-        self.conn
-    }
-}
-
-impl fmt::Debug for StreamHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/stream#{}", self.conn, self.id)
-    }
-}
-
-/// Everything a node needs to know up front.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Config {
-    /// Our identity.
-    pub keypair: Keypair,
-    /// Security protocols in preference order (not empty).
-    pub security: Vec<Security>,
-    /// Settings of every yamux session.
-    pub yamux: yamux::Config,
-    /// Identify `protocolVersion`.
-    pub protocol_version: String,
-    /// Identify `agentVersion`.
-    pub agent_version: String,
-    /// Connections at once, both directions. Default 1024.
-    pub max_connections: usize,
-    /// Connections to one peer at once. Default 8.
-    pub max_connections_per_peer: usize,
-    /// Inbound streams still negotiating per connection; beyond it new ones
-    /// are reset. Default 128 (rust-libp2p's default).
-    pub max_negotiating_inbound_streams: usize,
-    /// Ranking, per-peer scheduling, limits, backoff and black-hole
-    /// detection of outbound dials (go-libp2p's defaults).
-    pub dialer: dial::DialerConfig,
-    /// Time for the whole upgrade (security + muxer). Default 10 s.
-    pub upgrade_timeout: Duration,
-    /// Time for one ping's echo. Default 10 s.
-    pub ping_timeout: Duration,
-    /// Seed of the node's RNG (noise handshake keys, ping payloads). It must
-    /// be secret and random wherever noise is used: [`Node::new`] refuses
-    /// the all-zero default then. Adapters seed it from the OS; tests fix it
-    /// so runs repeat.
-    pub rng_seed: [u8; 32],
-}
-
-impl Config {
-    /// The defaults for `keypair`: noise as the only security protocol
-    /// (add [`Security::Plaintext`] only for tests or trusted networks; a
-    /// listener offering both lets an active attacker pick plaintext).
-    pub fn new(keypair: Keypair) -> Self {
-        Config {
-            keypair,
-            security: alloc::vec![Security::Noise],
-            yamux: yamux::Config::default(),
-            protocol_version: String::from("ipfs/0.1.0"),
-            agent_version: alloc::format!("sansp2p/{}", env!("CARGO_PKG_VERSION")),
-            max_connections: 1024,
-            max_connections_per_peer: 8,
-            max_negotiating_inbound_streams: 128,
-            dialer: dial::DialerConfig::default(),
-            upgrade_timeout: Duration::from_secs(10),
-            ping_timeout: crate::protocols::ping::DEFAULT_TIMEOUT,
-            rng_seed: [0; 32],
-        }
-    }
-}
-
-/// A configuration the node cannot run with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// `security` is empty.
-    #[error("no security protocol configured")]
-    NoSecurity,
-    /// Noise is configured but `rng_seed` is all zeros: every handshake key
-    /// would be predictable.
-    #[error("noise needs a random rng_seed (it is all zeros)")]
-    ZeroRngSeed,
-    /// A limit is zero.
-    #[error("{0} must be greater than zero")]
-    Zero(&'static str),
-    /// The yamux settings are inconsistent.
-    #[error("yamux: {0}")]
-    Yamux(#[from] yamux::ConfigError),
-    /// The dialer settings are inconsistent.
-    #[error("dialer: {0}")]
-    Dialer(#[from] dial::worker::DialerConfigError),
-}
-
-/// What the adapter must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Action {
-    /// Bind a listener on `addr` (binary multiaddr).
-    Listen {
-        /// The listener.
-        listener: ListenerId,
-        /// Where.
-        addr: Vec<u8>,
-    },
-    /// Open a transport connection to `addr`.
-    Connect {
-        /// The id the node gave the connection.
-        conn: ConnectionId,
-        /// Where (binary multiaddr, without a `/p2p/` suffix).
-        addr: Vec<u8>,
-    },
-    /// Write what `poll_transmit` still has for `conn`, then close it and
-    /// call [`Node::handle_connection_closed`].
-    Close {
-        /// The connection.
-        conn: ConnectionId,
-    },
-}
-
-/// Why a transport connect failed, as the adapter reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TransportError {
-    /// The peer refused the connection.
-    #[error("connection refused")]
-    Refused,
-    /// No route, host unreachable, or the address could not be resolved.
-    #[error("unreachable")]
-    Unreachable,
-    /// The adapter cannot dial this kind of address.
-    #[error("unsupported address")]
-    Unsupported,
-    /// Any other failure.
-    #[error("transport error")]
-    Other,
-}
-
-/// Why one address of a dial failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AttemptError {
-    /// The transport connect failed.
-    #[error("connect: {0}")]
-    Transport(#[from] TransportError),
-    /// The attempt did not finish within the dial timeout.
-    #[error("attempt timed out")]
-    Timeout,
-    /// Not dialed: the address is in dial backoff after recent failures.
-    #[error("dial backoff")]
-    Backoff,
-    /// Not dialed: black-hole detection refused it (UDP or IPv6 looks dead).
-    #[error("refused by black-hole detection")]
-    BlackHoled,
-    /// Not dialed: too many dials are waiting.
-    #[error("too many dials")]
-    TooManyDials,
-    /// The upgrade failed (including reaching the wrong peer).
-    #[error("upgrade: {0}")]
-    Upgrade(#[from] UpgradeError),
-    /// The peer already has `max_connections_per_peer` connections.
-    #[error("connection limit for the peer reached")]
-    PeerLimit,
-    /// The connection closed before the upgrade finished.
-    #[error("connection closed during the upgrade")]
-    Closed,
-    /// The address is not a binary multiaddr this node can use.
-    #[error("invalid address")]
-    InvalidAddress,
-}
-
-/// A refused [`Node::dial`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DialError {
-    /// No address given.
-    #[error("no address to dial")]
-    NoAddresses,
-    /// `max_connections` reached.
-    #[error("connection limit reached")]
-    ConnectionLimit,
-    /// The peer is ourselves.
-    #[error("refusing to dial ourselves")]
-    DialSelf,
-    /// Too many dial requests are pending.
-    #[error("too many pending dial requests")]
-    TooManyRequests,
-}
-
-/// A refused inbound connection (the adapter closes the socket).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum InboundError {
-    /// `max_connections` reached.
-    #[error("connection limit reached")]
-    ConnectionLimit,
-}
-
-/// A refused [`Node::open_stream`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum OpenStreamError {
-    /// No upgraded connection to the peer.
-    #[error("not connected to the peer")]
-    NotConnected,
-    /// No protocol given, or a name that is not a valid protocol.
-    #[error("invalid protocol list")]
-    InvalidProtocols,
-    /// The yamux session refused (limits, GoAway).
-    #[error("yamux: {0}")]
-    Yamux(#[from] yamux::OpenError),
-}
-
-/// Why a stream we opened was not established.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StreamOpenFailure {
-    /// The peer supports none of the protocols (or negotiation broke).
-    #[error("negotiation: {0}")]
-    Negotiation(crate::multistream::NegotiationError),
-    /// The peer reset the stream or the connection closed.
-    #[error("stream reset")]
-    Reset,
-}
-
-/// A failed stream operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StreamError {
-    /// No such stream (never existed, or already finished and freed).
-    #[error("unknown stream")]
-    UnknownStream,
-    /// Nothing to read or no room to write now; an event tells when to retry.
-    #[error("would block")]
-    WouldBlock,
-    /// The stream is still negotiating its protocol.
-    #[error("stream not open yet")]
-    NotOpen,
-    /// The peer reset the stream.
-    #[error("stream reset")]
-    Reset,
-    /// Writing after our own close.
-    #[error("stream closed for writing")]
-    Closed,
-}
-
-/// A refused [`Node::ping`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PingError {
-    /// No upgraded connection to the peer.
-    #[error("not connected to the peer")]
-    NotConnected,
-    /// The stream could not be opened.
-    #[error("yamux: {0}")]
-    Yamux(#[from] yamux::OpenError),
-}
-
-/// Why a ping failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PingFailure {
-    /// No echo within `ping_timeout`.
-    #[error("timed out")]
-    Timeout,
-    /// The echo differs from what we sent.
-    #[error("wrong echo")]
-    WrongEcho,
-    /// The peer does not speak ping, reset the stream, or the connection closed.
-    #[error("stream failed")]
-    Stream,
-}
-
-/// What happened, for the application.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// A listener is up.
-    Listening {
-        /// The listener.
-        listener: ListenerId,
-        /// The address it is bound to.
-        addr: Vec<u8>,
-    },
-    /// A listener could not be bound.
-    ListenFailed {
-        /// The listener.
-        listener: ListenerId,
-    },
-    /// A connection finished its upgrade.
-    ConnectionEstablished {
-        /// The connection.
-        conn: ConnectionId,
-        /// The authenticated peer.
-        peer: PeerId,
-        /// Who opened it.
-        endpoint: Endpoint,
-        /// The peer's address on this connection.
-        remote_addr: Vec<u8>,
-        /// The negotiated security.
-        security: Security,
-        /// The negotiated muxer.
-        muxer: &'static str,
-    },
-    /// An inbound connection failed before it was established.
-    InboundUpgradeFailed {
-        /// The connection.
-        conn: ConnectionId,
-        /// Why.
-        error: AttemptError,
-    },
-    /// A connection is gone.
-    ConnectionClosed {
-        /// The connection.
-        conn: ConnectionId,
-        /// The peer, if the upgrade had finished.
-        peer: Option<PeerId>,
-    },
-    /// A dial reached its peer.
-    Dialed {
-        /// The request.
-        dial: DialId,
-        /// The peer reached.
-        peer: PeerId,
-        /// The connection to use.
-        conn: ConnectionId,
-    },
-    /// Every address of a dial failed (or none could be dialed).
-    DialFailed {
-        /// The request.
-        dial: DialId,
-        /// The peer, if it was named.
-        peer: Option<PeerId>,
-        /// The overall reason.
-        cause: dial::DialErrorCause,
-        /// Each address tried and why it failed, in order.
-        errors: Vec<(Vec<u8>, AttemptError)>,
-    },
-    /// The peer told us about itself (identify or identify push).
-    Identified {
-        /// The peer.
-        peer: PeerId,
-        /// On which connection.
-        conn: ConnectionId,
-        /// What it said.
-        info: Box<identify::Info>,
-    },
-    /// The peer opened a stream for a protocol we registered.
-    InboundStream {
-        /// The stream.
-        stream: StreamHandle,
-        /// The peer.
-        peer: PeerId,
-        /// The agreed protocol.
-        protocol: ProtocolName,
-    },
-    /// A stream we opened agreed on a protocol (a lazy stream reports this
-    /// at once; data may be written right away).
-    StreamOpened {
-        /// The stream.
-        stream: StreamHandle,
-        /// The agreed protocol.
-        protocol: ProtocolName,
-    },
-    /// A stream we opened failed.
-    StreamOpenFailed {
-        /// The stream.
-        stream: StreamHandle,
-        /// Why.
-        error: StreamOpenFailure,
-    },
-    /// Data or the end of the stream can be read. Read until
-    /// [`StreamError::WouldBlock`] to be told again.
-    StreamReadable {
-        /// The stream.
-        stream: StreamHandle,
-    },
-    /// A write that was short or blocked can be retried.
-    StreamWritable {
-        /// The stream.
-        stream: StreamHandle,
-    },
-    /// The stream ended in both directions and is freed.
-    StreamClosed {
-        /// The stream.
-        stream: StreamHandle,
-    },
-    /// The stream was reset (by the peer, or the connection closed).
-    StreamReset {
-        /// The stream.
-        stream: StreamHandle,
-    },
-    /// A ping came back.
-    PingSuccess {
-        /// The request.
-        ping: PingId,
-        /// The peer.
-        peer: PeerId,
-        /// The round trip time.
-        rtt: Duration,
-    },
-    /// A ping failed.
-    PingFailed {
-        /// The request.
-        ping: PingId,
-        /// The peer.
-        peer: PeerId,
-        /// Why.
-        error: PingFailure,
-    },
-}
+pub use types::*;
 
 /// One connection and where its upgrade stands.
 #[derive(Debug)]
@@ -537,19 +75,12 @@ struct Conn {
     deadline: Option<Instant>,
     /// The deadline registered in the timer table.
     timer: Option<Instant>,
-    /// Reported by `poll_wants_write` and not yet drained.
-    write_flagged: bool,
     streams: HashMap<u32, NodeStream>,
-    /// The upgrade's last bytes (e.g. the muxer echo), sent before any frame.
-    upgrade_tail: Vec<u8>,
     /// What carries the session's bytes (clear, or noise frames).
     channel: upgrade::Channel,
-    /// The channel broke (a frame failed to decrypt): input is dropped
-    /// until the socket closes.
-    discard_input: bool,
     negotiating_inbound: usize,
-    /// `Action::Close` was emitted.
-    closing: bool,
+    /// Buffers and the close sequence (see [`io`]).
+    io: io::ConnIo,
 }
 
 // The session is the steady state of every connection, so it stays inline;
@@ -560,6 +91,8 @@ enum ConnState {
     Connecting,
     Upgrading(Box<upgrade::Upgrade>),
     Muxed(yamux::Session),
+    /// Given up on: inert, only its I/O finishes (flush, FIN, linger).
+    Closed,
 }
 
 /// Why a connection exists.
@@ -619,6 +152,8 @@ pub struct Node {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     wants_write: VecDeque<ConnectionId>,
+    /// Connections whose input was held and that may be read again.
+    resume: VecDeque<ConnectionId>,
     timers: BTreeSet<(Instant, TimerKey)>,
     rng: rand_chacha::ChaCha20Rng,
     /// Reused for session frames on their way into a noise channel.
@@ -689,6 +224,7 @@ impl Node {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             wants_write: VecDeque::new(),
+            resume: VecDeque::new(),
             timers: BTreeSet::new(),
         })
     }
@@ -752,10 +288,18 @@ impl Node {
     pub fn register_protocol(
         &mut self,
         protocol: impl Into<ProtocolName>,
-    ) -> Result<(), OpenStreamError> {
+    ) -> Result<(), RegisterError> {
         let protocol = protocol.into();
         if !crate::multistream::codec::is_valid_protocol(&protocol) {
-            return Err(OpenStreamError::InvalidProtocols);
+            return Err(RegisterError::InvalidName);
+        }
+        // The name and its newline must fit one message.
+        let max = crate::multistream::codec::DEFAULT_MAX_MESSAGE_LEN - 1;
+        if protocol.len() > max {
+            return Err(RegisterError::TooLong {
+                len: protocol.len(),
+                max,
+            });
         }
         if !self.protocols.contains(&protocol) {
             self.protocols.push(protocol);
@@ -771,7 +315,10 @@ impl Node {
         listener
     }
 
-    /// Closes a connection: GoAway to the peer, then [`Action::Close`].
+    /// Closes a connection: GoAway to the peer, its streams reset,
+    /// [`Event::ConnectionClosed`]; the socket then gets what was owed, a
+    /// FIN ([`Action::CloseWrite`]) and, after the linger,
+    /// [`Action::Close`].
     pub fn close_connection(&mut self, conn: ConnectionId) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -779,7 +326,7 @@ impl Node {
         if let ConnState::Muxed(session) = &mut c.state {
             let _ = session.go_away(yamux::GoAwayCode::NORMAL);
         }
-        self.request_close(conn);
+        self.shut(conn, CloseReason::Local);
     }
 
     /// Tags `peer` as protected (a connection manager must not trim it).
@@ -839,7 +386,8 @@ impl Node {
             &self.config.security,
             None,
             secrets,
-        );
+        )
+        .expect("Node::new checked the security list");
         self.conns.insert(
             conn,
             Conn::new(
@@ -869,17 +417,20 @@ impl Node {
             return;
         }
         if c.origin == Origin::Abandoned {
-            self.request_close(conn);
+            self.shut(conn, CloseReason::Local);
             return;
         }
         let secrets = noise_secrets(&mut self.rng);
-        c.state = ConnState::Upgrading(Box::new(upgrade::Upgrade::new(
-            Endpoint::Dialer,
-            &self.config.keypair,
-            &self.config.security,
-            c.expected,
-            secrets,
-        )));
+        c.state = ConnState::Upgrading(Box::new(
+            upgrade::Upgrade::new(
+                Endpoint::Dialer,
+                &self.config.keypair,
+                &self.config.security,
+                c.expected,
+                secrets,
+            )
+            .expect("Node::new checked the security list"),
+        ));
         c.deadline = Some(now + self.config.upgrade_timeout);
         if let Origin::Attempt(attempt) = c.origin {
             let _ = self.dialer.handle_dial_connected(now, attempt);
@@ -898,110 +449,6 @@ impl Node {
     ) {
         self.now = now;
         self.attempt_failed(conn, AttemptError::Transport(error));
-    }
-
-    /// Bytes read from `conn`. Returns how many were consumed; give the rest
-    /// again later (the node stops consuming when a peer outruns it).
-    pub fn handle_read(&mut self, now: Instant, conn: ConnectionId, data: &[u8]) -> usize {
-        self.now = now;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return data.len();
-        };
-        if c.discard_input {
-            return data.len();
-        }
-        let used = match &mut c.state {
-            ConnState::Connecting => data.len(),
-            ConnState::Upgrading(up) => {
-                let n = up.handle_read(data);
-                if let Some(outcome) = up.poll_outcome() {
-                    match outcome {
-                        Ok(upgraded) => {
-                            let n2 = if self.on_upgraded(conn, upgraded) {
-                                self.channel_read(now, conn, &data[n..])
-                            } else {
-                                data.len() - n
-                            };
-                            n + n2
-                        }
-                        Err(e) => {
-                            self.upgrade_failed(conn, AttemptError::Upgrade(e));
-                            data.len()
-                        }
-                    }
-                } else {
-                    n
-                }
-            }
-            ConnState::Muxed(_) => self.channel_read(now, conn, data),
-        };
-        self.flag_write(conn);
-        self.reschedule(conn);
-        used
-    }
-
-    /// The peer closed its sending side of `conn` (end of file).
-    pub fn handle_read_closed(&mut self, now: Instant, conn: ConnectionId) {
-        self.now = now;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        match &mut c.state {
-            ConnState::Connecting => {}
-            ConnState::Upgrading(_) => self.upgrade_failed(conn, AttemptError::Closed),
-            ConnState::Muxed(_) => {
-                // Decrypted bytes the session refused earlier come first.
-                self.channel_read(now, conn, &[]);
-                if let Some(ConnState::Muxed(session)) =
-                    self.conns.get_mut(&conn).map(|c| &mut c.state)
-                {
-                    session.handle_eof(now);
-                }
-                self.process_session(conn);
-            }
-        }
-        self.flag_write(conn);
-        self.reschedule(conn);
-    }
-
-    /// The socket of `conn` is closed (after [`Action::Close`], or because it
-    /// broke). The node forgets the connection and resets its streams.
-    pub fn handle_connection_closed(&mut self, now: Instant, conn: ConnectionId) {
-        self.now = now;
-        let Some(c) = self.conns.remove(&conn) else {
-            return;
-        };
-        if let Some(t) = c.timer {
-            self.timers.remove(&(t, TimerKey::Conn(conn)));
-        }
-        if matches!(c.state, ConnState::Connecting | ConnState::Upgrading(_)) {
-            if matches!(c.origin, Origin::Attempt(_) | Origin::Peerless(_)) {
-                // Re-insert briefly so the dial logic sees the attempt end.
-                self.conns.insert(conn, c);
-                self.attempt_failed(conn, AttemptError::Closed);
-                self.conns.remove(&conn);
-            } else if c.endpoint == Endpoint::Listener {
-                self.events.push_back(Event::InboundUpgradeFailed {
-                    conn,
-                    error: AttemptError::Closed,
-                });
-            }
-            return;
-        }
-        for (id, s) in c.streams {
-            self.stream_gone(StreamHandle { conn, id }, s);
-        }
-        if let Some(peer) = c.peer {
-            if let Some(list) = self.peers.get_mut(&peer) {
-                list.retain(|x| *x != conn);
-                if list.is_empty() {
-                    self.peers.remove(&peer);
-                    self.peer_protocols.remove(&peer);
-                }
-            }
-        }
-        self.events
-            .push_back(Event::ConnectionClosed { conn, peer: c.peer });
     }
 
     /// Timers due at `now` fire. Safe to call at any time.
@@ -1052,100 +499,6 @@ impl Node {
         self.events.pop_front()
     }
 
-    /// A connection that may have bytes to send. Once named, it is the
-    /// adapter's job to call [`poll_transmit`](Self::poll_transmit) for it
-    /// (now or when its socket is writable) until that returns 0; only then
-    /// will it be named again.
-    pub fn poll_wants_write(&mut self) -> Option<ConnectionId> {
-        self.wants_write.pop_front()
-    }
-
-    /// Appends up to about `max` bytes to send on `conn` to `out`; returns
-    /// how many. Zero means nothing is left for now.
-    pub fn poll_transmit(
-        &mut self,
-        now: Instant,
-        conn: ConnectionId,
-        out: &mut Vec<u8>,
-        max: usize,
-    ) -> usize {
-        self.now = now;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return 0;
-        };
-        let start = out.len();
-        let mut spent = false;
-        match &mut c.state {
-            ConnState::Connecting => {}
-            ConnState::Upgrading(up) => {
-                up.poll_transmit(out);
-            }
-            ConnState::Muxed(session) => {
-                out.append(&mut c.upgrade_tail);
-                match &mut c.channel {
-                    upgrade::Channel::Clear => {
-                        while out.len() - start < max {
-                            let Some(frame) = session.poll_transmit(now) else {
-                                break;
-                            };
-                            frame.write_to(out);
-                        }
-                    }
-                    channel => {
-                        // Frames gathered in the clear, then sealed at once
-                        // (noise frames of up to 64 KiB each).
-                        let mut plain = core::mem::take(&mut self.scratch);
-                        while plain.len() < max {
-                            let Some(frame) = session.poll_transmit(now) else {
-                                break;
-                            };
-                            frame.write_to(&mut plain);
-                        }
-                        // Sealing fails only once 2^64 - 1 frames were sent:
-                        // the channel is spent and the connection must end.
-                        if channel.seal(&plain, out).is_err() {
-                            c.discard_input = true;
-                            spent = true;
-                        }
-                        plain.clear();
-                        self.scratch = plain;
-                    }
-                }
-            }
-        }
-        if spent {
-            self.request_close(conn);
-        }
-        let n = out.len() - start;
-        if n == 0 {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.write_flagged = false;
-            }
-        }
-        if matches!(
-            self.conns.get(&conn).map(|c| &c.state),
-            Some(ConnState::Muxed(_))
-        ) {
-            // Sending can free send-buffer room (StreamWritable) or start
-            // ping clocks, and lets the session take decrypted input it
-            // refused while its queues were full.
-            self.process_session(conn);
-            let refused_input = self.conns.get(&conn).is_some_and(|c| {
-                matches!(&c.channel, upgrade::Channel::Noise { pending, .. } if !pending.is_empty())
-            });
-            if refused_input {
-                // The session refused decrypted bytes while its queues were
-                // full; now that frames left, offer them again, and send
-                // what they produce on the next call (the session only
-                // refuses while it has frames queued, so this ends).
-                self.channel_read(now, conn, &[]);
-                self.flag_write(conn);
-            }
-            self.reschedule(conn);
-        }
-        n
-    }
-
     /// The earliest moment [`handle_timeout`](Self::handle_timeout) has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.first().map(|(t, _)| *t)
@@ -1164,26 +517,16 @@ impl Node {
         // session accepts new streams.
         self.peers.get(peer)?.iter().copied().find(|id| {
             self.conns.get(id).is_some_and(|c| {
-                !c.closing
-                    && matches!(&c.state, ConnState::Muxed(s) if !s.is_closed() && s.remote_go_away().is_none() && s.local_go_away().is_none())
+                matches!(&c.state, ConnState::Muxed(s) if !s.is_closed() && s.remote_go_away().is_none() && s.local_go_away().is_none())
             })
         })
     }
 
     fn flag_write(&mut self, conn: ConnectionId) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            if !c.write_flagged {
-                c.write_flagged = true;
+            if !c.io.write_flagged {
+                c.io.write_flagged = true;
                 self.wants_write.push_back(conn);
-            }
-        }
-    }
-
-    fn request_close(&mut self, conn: ConnectionId) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if !c.closing {
-                c.closing = true;
-                self.actions.push_back(Action::Close { conn });
             }
         }
     }
@@ -1193,9 +536,14 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let wanted = match &c.state {
+        let machine = match &c.state {
             ConnState::Muxed(session) => session.poll_timeout(),
+            ConnState::Closed => None,
             _ => c.deadline,
+        };
+        let wanted = match (machine, c.io.deadline(&self.config.io)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         if wanted != c.timer {
             if let Some(old) = c.timer {
@@ -1209,16 +557,19 @@ impl Node {
     }
 
     fn conn_timeout(&mut self, now: Instant, conn: ConnectionId) {
+        if self.io_timeout(now, conn) {
+            return;
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         match &mut c.state {
             ConnState::Connecting if c.deadline.is_some_and(|d| d <= now) => {
-                self.request_close(conn);
                 self.attempt_failed(conn, AttemptError::Timeout);
+                self.shut(conn, CloseReason::Local);
             }
             ConnState::Upgrading(_) if c.deadline.is_some_and(|d| d <= now) => {
-                self.upgrade_failed(conn, AttemptError::Upgrade(UpgradeError::Timeout));
+                self.upgrade_timed_out(conn);
             }
             ConnState::Muxed(session) => {
                 session.handle_timeout(now);
@@ -1240,10 +591,7 @@ impl Node {
                 self.events
                     .push_back(Event::InboundUpgradeFailed { conn, error });
             }
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.deadline = None;
-            }
-            self.request_close(conn);
+            self.shut(conn, CloseReason::Local);
         }
     }
 
@@ -1257,7 +605,11 @@ impl Node {
         }
         let c = self.conns.get_mut(&conn).expect("caller holds it");
         if let ConnState::Upgrading(up) = &mut c.state {
-            up.poll_transmit(&mut c.upgrade_tail);
+            // The upgrade's last bytes (the muxer echo) go before any frame.
+            let now = self.now;
+            c.io.produce(now, |out| {
+                up.poll_transmit(out);
+            });
             c.channel = up.take_channel();
         }
         let role = match c.endpoint {
@@ -1344,13 +696,10 @@ impl Conn {
             expected: None,
             deadline,
             timer: None,
-            write_flagged: false,
             streams: HashMap::new(),
-            upgrade_tail: Vec::new(),
             channel: upgrade::Channel::Clear,
-            discard_input: false,
             negotiating_inbound: 0,
-            closing: false,
+            io: io::ConnIo::default(),
         }
     }
 }

@@ -39,6 +39,8 @@ enum Kind {
     IdentifyRequest(FrameReader),
     /// The peer pushes its identify: read one message.
     IdentifyPushIn(FrameReader),
+    /// We push our identify: the framed message, written once agreed.
+    IdentifyPushOut(Vec<u8>),
     /// We answered or pushed identify: wait for the peer's end.
     Drain,
     /// Our ping: the payload sent and the echo so far.
@@ -71,10 +73,10 @@ pub(super) struct NodeStream {
 }
 
 impl NodeStream {
-    fn new(outbound: bool, neg: Negotiator, kind: Kind) -> Self {
+    fn new(outbound: bool, neg: Option<Negotiator>, kind: Kind) -> Self {
         NodeStream {
             outbound,
-            neg: Some(neg),
+            neg,
             out: Vec::new(),
             close_after_out: false,
             pending: Bytes::new(),
@@ -370,7 +372,10 @@ impl Node {
                 identify::PROTOCOL,
                 Kind::IdentifyRequest(FrameReader::default()),
             ),
-            Builtin::IdentifyPush => (identify::PUSH_PROTOCOL, Kind::Drain),
+            Builtin::IdentifyPush => (
+                identify::PUSH_PROTOCOL,
+                Kind::IdentifyPushOut(framed(&identify::encode(&self.identify_info(conn)))),
+            ),
             Builtin::Ping(ping) => (
                 ping::PROTOCOL,
                 Kind::PingOut {
@@ -390,16 +395,7 @@ impl Node {
             multistream::Config::default()
         };
         let neg = Negotiator::dialer_with([name], config).expect("built-in names are valid");
-        let stream = self.open_outbound(conn, neg, kind)?;
-        if let Builtin::IdentifyPush = builtin {
-            let body = identify::encode(&self.identify_info(conn));
-            if let Ok((_, st)) = self.stream_parts(stream) {
-                // Queued behind the proposal; written once it is agreed (or
-                // right away when lazy).
-                st.pending = Bytes::from(framed(&body));
-            }
-        }
-        Ok(stream)
+        self.open_outbound(conn, neg, kind)
     }
 
     fn open_outbound(
@@ -416,7 +412,7 @@ impl Node {
             return Err(OpenStreamError::NotConnected);
         };
         let sid = session.open_stream()?;
-        let mut st = NodeStream::new(true, Negotiator::dialer(["/x"]).expect("valid"), kind);
+        let mut st = NodeStream::new(true, None, kind);
         neg.poll_transmit(&mut st.out);
         st.neg = Some(neg);
         c.streams.insert(sid.get(), st);
@@ -465,7 +461,7 @@ impl Node {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return data.len();
             };
-            if c.discard_input {
+            if !matches!(c.state, ConnState::Muxed(_)) {
                 return data.len();
             }
             let super::upgrade::Channel::Noise { pending, .. } = &mut c.channel else {
@@ -499,12 +495,11 @@ impl Node {
                 Err(_) => {
                     // The peer's frames no longer authenticate: tell it (our
                     // sending side still works) and close.
-                    c.discard_input = true;
                     pending.clear();
                     if let ConnState::Muxed(session) = &mut c.state {
                         let _ = session.go_away(yamux::GoAwayCode::PROTOCOL_ERROR);
                     }
-                    self.request_close(conn);
+                    self.shut(conn, super::CloseReason::Decrypt);
                     return data.len();
                 }
             }
@@ -525,19 +520,27 @@ impl Node {
             };
             match event {
                 yamux::Event::InboundStream { id } => {
-                    if c.negotiating_inbound >= self.config.max_negotiating_inbound_streams
-                        || c.closing
-                    {
+                    if c.negotiating_inbound >= self.config.max_negotiating_inbound_streams {
                         let _ = session.reject(id);
                         continue;
                     }
                     if session.accept(id).is_err() {
                         continue;
                     }
-                    let neg = Negotiator::listener(self.inbound_protocols())
-                        .expect("registered names are valid");
-                    let c = self.conns.get_mut(&conn).expect("present");
-                    let mut st = NodeStream::new(false, neg, Kind::Inbound);
+                    // Registered names are checked by `register_protocol`;
+                    // should one still be refused, the stream is.
+                    let Ok(neg) = Negotiator::listener(self.inbound_protocols()) else {
+                        if let Some(ConnState::Muxed(session)) =
+                            self.conns.get_mut(&conn).map(|c| &mut c.state)
+                        {
+                            let _ = session.reset(id);
+                        }
+                        continue;
+                    };
+                    let Some(c) = self.conns.get_mut(&conn) else {
+                        return;
+                    };
+                    let mut st = NodeStream::new(false, Some(neg), Kind::Inbound);
                     if let Some(n) = &mut st.neg {
                         n.poll_transmit(&mut st.out);
                     }
@@ -582,8 +585,9 @@ impl Node {
                         }
                     }
                 }
-                yamux::Event::Closed { .. } => {
-                    self.request_close(conn);
+                yamux::Event::Closed { error } => {
+                    let reason = Node::session_close_reason(session, error);
+                    self.shut(conn, reason);
                 }
                 _ => {}
             }
@@ -682,10 +686,10 @@ impl Node {
                                 st.out.extend_from_slice(payload);
                                 *sent = Some(self.now);
                             }
-                            Kind::Drain => {
-                                // Identify push: the message was parked in `pending`.
-                                let msg = core::mem::take(&mut st.pending);
-                                st.out.extend_from_slice(&msg);
+                            Kind::IdentifyPushOut(msg) => {
+                                // Behind the proposal (lazy) or the echo.
+                                st.out.extend_from_slice(msg);
+                                st.kind = Kind::Drain;
                                 st.close_after_out = true;
                             }
                             Kind::IdentifyRequest(_) => st.close_after_out = true,
@@ -846,7 +850,7 @@ impl Node {
         let Some(chunk) = chunk else {
             // End of the peer's side.
             return match &mut st.kind {
-                Kind::PingServe { .. } | Kind::Drain => {
+                Kind::PingServe { .. } | Kind::Drain | Kind::IdentifyPushOut(_) => {
                     let _ = session.close(sid);
                     Ok(Outcome::Nothing)
                 }
@@ -904,7 +908,7 @@ impl Node {
                 st.close_after_out = true;
                 Ok(Outcome::PingDone { ping, result })
             }
-            Kind::Drain => Ok(Outcome::Progress),
+            Kind::Drain | Kind::IdentifyPushOut(_) => Ok(Outcome::Progress),
             Kind::User | Kind::Inbound => Ok(Outcome::Nothing),
         }
     }
@@ -916,7 +920,11 @@ impl Node {
         Outcome::Progress
     }
 
-    fn on_identified(&mut self, conn: ConnectionId, info: alloc::boxed::Box<identify::Info>) {
+    pub(super) fn on_identified(
+        &mut self,
+        conn: ConnectionId,
+        info: alloc::boxed::Box<identify::Info>,
+    ) {
         let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer) else {
             return;
         };

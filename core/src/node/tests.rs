@@ -8,6 +8,7 @@ use core::time::Duration;
 use hashbrown::HashMap;
 
 use super::*;
+use crate::identity::Keypair;
 use crate::multistream::NegotiationError;
 use crate::security::noise::NoiseError;
 
@@ -107,13 +108,14 @@ impl Net {
                             TransportError::Refused,
                         ),
                     },
-                    Action::Close { conn } => {
+                    Action::CloseWrite { conn } => {
                         self.flush(i, conn);
-                        if let Some((j, rc)) = self.links.remove(&(i, conn)) {
+                        if let Some(&(j, rc)) = self.links.get(&(i, conn)) {
                             self.wire.push_back((self.now + self.latency, j, rc, None));
                         }
-                        let now = self.now;
-                        self.nodes[i].handle_connection_closed(now, conn);
+                    }
+                    Action::Close { conn } => {
+                        self.links.remove(&(i, conn));
                     }
                 }
             }
@@ -139,8 +141,6 @@ impl Net {
                 None => {
                     let now = self.now;
                     self.nodes[j].handle_read_closed(now, conn);
-                    self.links.remove(&(j, conn));
-                    self.nodes[j].handle_connection_closed(now, conn);
                 }
             }
         }
@@ -724,10 +724,14 @@ fn bad_configuration_is_refused() {
 fn garbage_from_a_peer_closes_only_that_connection() {
     let mut net = Net::new(2);
     let conn = net.nodes[1].handle_inbound(net.now, tcp_addr(9)).unwrap();
-    net.nodes[1].handle_read(net.now, conn, b"\x13/multistream/1.0.0\n\x05junk\n");
+    let _ = net.nodes[1].handle_read(net.now, conn, b"\x13/multistream/1.0.0\n\x05junk\n");
+    // What it owed (its multistream header) goes out before the FIN.
+    let mut out = Vec::new();
+    while net.nodes[1].poll_transmit(net.now, conn, &mut out, 1024) > 0 {}
+    assert!(out.starts_with(b"\x13/multistream/1.0.0\n"));
     let mut closed = false;
     while let Some(a) = net.nodes[1].poll_action() {
-        closed |= a == Action::Close { conn };
+        closed |= a == Action::CloseWrite { conn };
     }
     assert!(closed);
     assert!(core::iter::from_fn(|| net.nodes[1].poll_event())
@@ -754,11 +758,18 @@ fn a_forged_noise_frame_closes_the_connection_with_a_goaway() {
         net.nodes[1].handle_read(net.now, conn, &forged),
         forged.len()
     );
-    assert!(core::iter::from_fn(|| net.nodes[1].poll_action()).any(|x| x == Action::Close { conn }));
+    assert!(
+        core::iter::from_fn(|| net.nodes[1].poll_event()).any(|e| matches!(
+            e,
+            Event::ConnectionClosed { conn: c, reason: CloseReason::Decrypt, .. } if c == conn
+        ))
+    );
     // Our sending side still works: the peer is told why (GoAway, protocol
-    // error), sealed like every frame.
+    // error), sealed like every frame; then the FIN.
     let mut out = Vec::new();
     assert!(net.nodes[1].poll_transmit(net.now, conn, &mut out, 1 << 20) > 0);
+    assert!(core::iter::from_fn(|| net.nodes[1].poll_action())
+        .any(|x| x == Action::CloseWrite { conn }));
     // Whatever comes next is dropped, not parsed.
     assert_eq!(net.nodes[1].handle_read(net.now, conn, &[1, 2, 3]), 3);
 }
@@ -770,7 +781,26 @@ fn upgrade_timeout_closes_a_silent_connection() {
     let t = net.nodes[0].poll_timeout().unwrap();
     assert_eq!(t, Instant::ZERO + Duration::from_secs(10));
     net.nodes[0].handle_timeout(t);
-    assert!(core::iter::from_fn(|| net.nodes[0].poll_action()).any(|a| a == Action::Close { conn }));
+    let node = &mut net.nodes[0];
+    let mut out = Vec::new();
+    while node.poll_transmit(t, conn, &mut out, 1024) > 0 {}
+    assert!(core::iter::from_fn(|| node.poll_action()).any(|a| a == Action::CloseWrite { conn }));
+    // Given up: input is dropped and nothing more is said, however much
+    // the peer sends (the upgrade stays inert, no `na` to each proposal).
+    let mut flood = b"\x13/multistream/1.0.0\n".to_vec();
+    for _ in 0..10_000 {
+        flood.extend_from_slice(b"\x05/zzz\n\x03ls\n");
+    }
+    assert_eq!(node.handle_read(t, conn, &flood), flood.len());
+    out.clear();
+    assert_eq!(node.poll_transmit(t, conn, &mut out, 1024), 0);
+    // The linger ends with the socket's release, without any adapter help.
+    let linger = node.poll_timeout().expect("the linger deadline");
+    assert_eq!(linger, t + node.config().io.close_linger);
+    node.handle_timeout(linger);
+    assert!(core::iter::from_fn(|| node.poll_action()).any(|a| a == Action::Close { conn }));
+    assert_eq!(node.connection_count(), 0);
+    assert_eq!(node.poll_timeout(), None);
 }
 
 #[test]
@@ -823,7 +853,8 @@ fn a_noise_peer_flooding_pings_is_pushed_back_and_every_ping_answered() {
         static_secret: [51; 32],
         ephemeral_secret: [52; 32],
     };
-    let mut peer = upgrade::Upgrade::new(Endpoint::Dialer, &key, &[Security::Noise], None, secrets);
+    let mut peer =
+        upgrade::Upgrade::new(Endpoint::Dialer, &key, &[Security::Noise], None, secrets).unwrap();
     let mut from_node = Vec::new();
     for _ in 0..10 {
         let mut to_node = Vec::new();
@@ -847,7 +878,7 @@ fn a_noise_peer_flooding_pings_is_pushed_back_and_every_ping_answered() {
     transport.decrypt(&from_node, &mut node_output).unwrap();
 
     // 20 000 pings (SYN, stream 0, opaque value i), sealed as one stream.
-    const PINGS: u32 = 20_000;
+    const PINGS: u32 = 40_000;
     let mut plain = Vec::new();
     for i in 0..PINGS {
         plain.extend_from_slice(&[0, 2, 0, 1, 0, 0, 0, 0]);
@@ -870,8 +901,9 @@ fn a_noise_peer_flooding_pings_is_pushed_back_and_every_ping_answered() {
         "the node took all {} bytes while its pongs queued",
         wire.len()
     );
+    assert_eq!(node.read_capacity(conn), 0, "reading is paused");
     assert!(
-        taken <= 4 * 65_552,
+        taken <= node.config().io.read_buffer + 4 * 65_552,
         "took {taken} bytes ahead of a full pong queue"
     );
 
@@ -905,5 +937,333 @@ fn a_noise_peer_flooding_pings_is_pushed_back_and_every_ping_answered() {
     assert!(
         pongs.iter().zip(0..).all(|(&v, i)| v == i),
         "pongs out of order or altered"
+    );
+}
+
+// ---------------------------------------------------------------- hostile peers
+// Each test below failed on the node before its I/O driver (issue 9).
+
+/// A raw peer: our own upgrade machine as a dialer, run against `conn` of
+/// `node` until both are upgraded. Returns the peer's channel.
+fn raw_peer(node: &mut Node, now: Instant, conn: ConnectionId, security: Security) -> Channel {
+    let key = Keypair::from_secret_bytes([60; 32]);
+    let secrets = upgrade::NoiseSecrets {
+        static_secret: [61; 32],
+        ephemeral_secret: [62; 32],
+    };
+    let mut peer =
+        upgrade::Upgrade::new(Endpoint::Dialer, &key, &[security], None, secrets).unwrap();
+    let mut from_node = Vec::new();
+    for _ in 0..10 {
+        let mut to_node = Vec::new();
+        peer.poll_transmit(&mut to_node);
+        assert_eq!(node.handle_read(now, conn, &to_node), to_node.len());
+        while node.poll_transmit(now, conn, &mut from_node, 1 << 20) > 0 {}
+        let used = peer.handle_read(&from_node);
+        from_node.drain(..used);
+    }
+    assert!(peer.poll_outcome().unwrap().is_ok(), "the peer's upgrade");
+    peer.take_channel()
+}
+
+fn plaintext_node() -> Node {
+    let mut config = Config::new(Keypair::from_secret_bytes([1; 32]));
+    config.security = vec![Security::Plaintext];
+    Node::new(Instant::ZERO, config).unwrap()
+}
+
+/// Defect 1: 10 connections sending `ls` without reading grew the echo
+/// listener to 1.36 GB. The upgrade now reads no further while an answer
+/// is unsent, and the connection holds at most `read_buffer` of input.
+#[test]
+fn an_ls_flood_during_the_upgrade_is_bounded() {
+    let mut node = plaintext_node();
+    let now = Instant::ZERO;
+    let conn = node.handle_inbound(now, tcp_addr(9)).unwrap();
+    let mut flood = b"\x13/multistream/1.0.0\n".to_vec();
+    while flood.len() < 4 << 20 {
+        flood.extend_from_slice(b"\x03ls\n");
+    }
+    // Offer everything, never reading what the node says.
+    let mut taken = 0;
+    while taken < flood.len() {
+        let n = node.handle_read(now, conn, &flood[taken..]);
+        if n == 0 {
+            break;
+        }
+        taken += n;
+    }
+    assert_eq!(node.read_capacity(conn), 0, "reading is paused");
+    assert!(
+        taken <= node.config().io.read_buffer + 64,
+        "took {taken} bytes from a peer that reads nothing"
+    );
+    let queued = node.transmit_buffer(now, conn).len();
+    assert!(queued < 1024, "{queued} bytes of answers queued");
+    // Reading resumes as the answers leave, one `ls` at a time.
+    let mut out = Vec::new();
+    let mut writes = 0;
+    while node.poll_transmit(now, conn, &mut out, usize::MAX) > 0 {
+        writes += 1;
+    }
+    assert!(writes > 1000, "one answer per write, not all at once");
+    assert!(
+        core::iter::from_fn(|| match node.poll_output() {
+            Output::Timeout(_) => None,
+            o => Some(o),
+        })
+        .any(|o| o == Output::Receive(conn)),
+        "the adapter is told to read again"
+    );
+}
+
+/// Defect 3: 5 connections that flood pings and never read were all still
+/// open after 23 s. With the write-stall deadline each closes 10 s after
+/// its output stopped moving, and its socket is released after the linger.
+#[test]
+fn peers_that_stop_reading_are_closed_at_the_write_stall_deadline() {
+    let mut node = plaintext_node();
+    let now = Instant::ZERO;
+    let mut conns = Vec::new();
+    for i in 0..5 {
+        let conn = node.handle_inbound(now, tcp_addr(10 + i)).unwrap();
+        raw_peer(&mut node, now, conn, Security::Plaintext);
+        let mut pings = Vec::new();
+        for v in 0..1000u32 {
+            pings.extend_from_slice(&[0, 2, 0, 1, 0, 0, 0, 0]);
+            pings.extend_from_slice(&v.to_be_bytes());
+        }
+        let _ = node.handle_read(now, conn, &pings);
+        // The socket takes nothing: the adapter sees the bytes, cannot
+        // write them, and waits for writability that never comes.
+        assert!(!node.transmit_buffer(now, conn).is_empty());
+        conns.push(conn);
+    }
+    let stall = node.config().io.write_stall_timeout;
+    let linger = node.config().io.close_linger;
+    assert_eq!(node.poll_timeout(), Some(now + stall));
+    node.handle_timeout(now + stall);
+    let mut closed = 0;
+    let mut fins = 0;
+    while let Some(e) = node.poll_event() {
+        if matches!(
+            e,
+            Event::ConnectionClosed {
+                reason: CloseReason::WriteStall,
+                ..
+            }
+        ) {
+            closed += 1;
+        }
+    }
+    while let Some(a) = node.poll_action() {
+        fins += usize::from(matches!(a, Action::CloseWrite { .. }));
+    }
+    assert_eq!((closed, fins), (5, 5));
+    node.handle_timeout(now + stall + linger);
+    let released = core::iter::from_fn(|| node.poll_action())
+        .filter(|a| matches!(a, Action::Close { conn } if conns.contains(conn)))
+        .count();
+    assert_eq!(released, 5);
+    assert_eq!(node.connection_count(), 0, "every slot is free again");
+}
+
+/// A writer that makes progress, however slowly, is not stalled.
+#[test]
+fn a_slow_reader_is_not_a_stalled_one() {
+    let mut config = Config::new(Keypair::from_secret_bytes([1; 32]));
+    config.security = vec![Security::Plaintext];
+    // The raw peer never answers the session's RTT ping.
+    config.yamux.ping_timeout = Duration::from_secs(3600);
+    let mut node = Node::new(Instant::ZERO, config).unwrap();
+    let mut now = Instant::ZERO;
+    let conn = node.handle_inbound(now, tcp_addr(9)).unwrap();
+    raw_peer(&mut node, now, conn, Security::Plaintext);
+    let mut pings = Vec::new();
+    for v in 0..1000u32 {
+        pings.extend_from_slice(&[0, 2, 0, 1, 0, 0, 0, 0]);
+        pings.extend_from_slice(&v.to_be_bytes());
+    }
+    let _ = node.handle_read(now, conn, &pings);
+    // One byte every 9 s: 12 000 pong bytes would take 30 hours; check a
+    // minute of it.
+    for i in 0..7 {
+        let left = node.transmit_buffer(now, conn).len();
+        assert!(
+            left > 0,
+            "round {i}: {:?}",
+            core::iter::from_fn(|| node.poll_event()).collect::<Vec<_>>()
+        );
+        now = now + Duration::from_secs(9);
+        node.handle_timeout(now);
+        node.handle_written(now, conn, 1);
+    }
+    assert!(!core::iter::from_fn(|| node.poll_event())
+        .any(|e| matches!(e, Event::ConnectionClosed { .. })));
+    assert_eq!(node.connection_count(), 1);
+}
+
+/// Defect 3, closing side: a close whose bytes the peer never takes ends
+/// with FIN at the flush deadline and the release after the linger.
+#[test]
+fn a_close_the_peer_does_not_read_finishes_at_the_flush_deadline() {
+    let mut net = Net::new(2);
+    let conn = net.connect(0, 1);
+    let b = net.peer(1);
+    let stream = net.nodes[0].open_stream(net.now, b, [ECHO]).unwrap();
+    let _ = net.nodes[0].stream_write(net.now, stream, &[1; 1000]);
+    net.nodes[0].close_connection(conn);
+    let node = &mut net.nodes[0];
+    let t = net.now;
+    // The adapter got the bytes but the socket takes none of them.
+    assert!(!node.transmit_buffer(t, conn).is_empty());
+    assert!(!core::iter::from_fn(|| node.poll_action())
+        .any(|a| matches!(a, Action::CloseWrite { .. } | Action::Close { .. })));
+    let flush = node.config().io.close_flush_timeout;
+    let linger = node.config().io.close_linger;
+    assert_eq!(node.poll_timeout(), Some(t + flush));
+    node.handle_timeout(t + flush);
+    assert_eq!(node.poll_action(), Some(Action::CloseWrite { conn }));
+    assert_eq!(node.poll_timeout(), Some(t + flush + linger));
+    node.handle_timeout(t + flush + linger);
+    assert_eq!(node.poll_action(), Some(Action::Close { conn }));
+    assert_eq!(node.connection_count(), 0);
+}
+
+/// Defect 5: identify push sent nothing on the lazy path. After
+/// `register_protocol` the peer must learn the new protocol.
+#[test]
+fn a_registered_protocol_is_pushed_to_connected_peers() {
+    let mut net = Net::new(2);
+    net.connect(0, 1);
+    let b = net.peer(1);
+    assert!(!net.nodes[0]
+        .peer_protocols(&b)
+        .unwrap()
+        .iter()
+        .any(|p| p == "/new/1.0.0"));
+    net.take_events(0);
+    net.nodes[1].register_protocol("/new/1.0.0").unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(0, |e| matches!(e, Event::Identified { info, .. } if info.protocols.iter().any(|p| p == "/new/1.0.0")))
+    });
+    assert!(net.nodes[0]
+        .peer_protocols(&b)
+        .unwrap()
+        .iter()
+        .any(|p| p == "/new/1.0.0"));
+}
+
+/// Defect 6: a name the negotiator refuses was accepted by
+/// `register_protocol`, and the peer's next inbound stream hit an `expect`.
+#[test]
+fn an_overlong_protocol_name_is_refused_at_registration() {
+    let mut net = Net::new(2);
+    net.nodes[1].register_protocol(ECHO).unwrap();
+    let long = alloc::format!("/{}", "x".repeat(1500));
+    assert_eq!(
+        net.nodes[1].register_protocol(long.clone()),
+        Err(RegisterError::TooLong {
+            len: long.len(),
+            max: 1023
+        })
+    );
+    assert_eq!(
+        net.nodes[1].register_protocol("no-slash"),
+        Err(RegisterError::InvalidName)
+    );
+    let longest = alloc::format!("/{}", "x".repeat(1022));
+    net.nodes[1].register_protocol(longest).unwrap();
+    net.connect(0, 1);
+    // Inbound streams still negotiate.
+    assert_eq!(echo_round(&mut net, b"still fine"), b"still fine");
+}
+
+/// Defect 7: identify from a peer describing someone else's key is ignored.
+#[test]
+fn identify_with_a_foreign_key_is_ignored() {
+    let mut net = Net::new(2);
+    let conn = net.connect(0, 1);
+    let b = net.peer(1);
+    let before = net.nodes[0].peer_protocols(&b).unwrap().to_vec();
+    net.take_events(0);
+    let mut info = net.nodes[1].identify_info(conn);
+    info.public_key = Keypair::from_secret_bytes([77; 32]).public();
+    info.protocols.push(String::from("/forged/1.0.0"));
+    net.nodes[0].on_identified(conn, Box::new(info.clone()));
+    assert!(net.take_events(0).is_empty(), "no Identified event");
+    assert_eq!(net.nodes[0].peer_protocols(&b).unwrap(), &before[..]);
+    // The same message with the right key is taken.
+    info.public_key = Keypair::from_secret_bytes([2; 32]).public();
+    net.nodes[0].on_identified(conn, Box::new(info));
+    assert!(net.nodes[0]
+        .peer_protocols(&b)
+        .unwrap()
+        .iter()
+        .any(|p| p == "/forged/1.0.0"));
+}
+
+/// Defect 7: what a peer listed in identify is forgotten with its last
+/// connection (a reconnect must not negotiate lazily on stale facts).
+#[test]
+fn peer_protocols_are_forgotten_on_disconnect() {
+    let mut net = Net::new(2);
+    let conn = net.connect(0, 1);
+    let b = net.peer(1);
+    assert!(net.nodes[0].peer_protocols(&b).is_some());
+    net.nodes[0].close_connection(conn);
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(0, |e| {
+            matches!(
+                e,
+                Event::ConnectionClosed {
+                    reason: CloseReason::Local,
+                    ..
+                }
+            )
+        })
+    });
+    assert_eq!(net.nodes[0].peer_protocols(&b), None);
+}
+
+/// Defect 7: a dialer that proposes protocol after protocol on a stream
+/// without reading our `na`s meets its own flow-control window: the
+/// listener reads no further while an answer is unsent.
+#[test]
+fn a_stream_proposal_flood_is_pushed_back() {
+    let mut net = Net::new(2);
+    let conn = net.connect(0, 1);
+    let sid = match &mut net.nodes[0].conns.get_mut(&conn).unwrap().state {
+        ConnState::Muxed(session) => session.open_stream().unwrap(),
+        _ => panic!("muxed"),
+    };
+    let mut proposals = b"\x13/multistream/1.0.0\n".to_vec();
+    while proposals.len() < 16 << 20 {
+        proposals.extend_from_slice(b"\x05/zzz\n");
+    }
+    let mut written = 0;
+    let end = net.now + Duration::from_secs(10);
+    while net.now < end {
+        if let ConnState::Muxed(session) = &mut net.nodes[0].conns.get_mut(&conn).unwrap().state {
+            while let Ok(n) = session.write(sid, &proposals[written..]) {
+                written += n;
+                if n == 0 || written == proposals.len() {
+                    break;
+                }
+            }
+        }
+        net.nodes[0].flag_write(conn);
+        while net.step() {}
+        let next = net.wire.front().map(|(t, ..)| *t).unwrap_or(end);
+        net.now = next.max(net.now + Duration::from_millis(1));
+        let now = net.now;
+        for n in &mut net.nodes {
+            n.handle_timeout(now);
+        }
+    }
+    assert!(written > 0);
+    assert!(
+        written < 4 << 20,
+        "{written} bytes of proposals taken from a dialer that never reads"
     );
 }
