@@ -49,40 +49,23 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
 use sansp2p::addr::{tcp_multiaddr, tcp_target, TcpTarget};
-use sansp2p::node::{Action, Config, ConfigError, ConnectionId, Event, Node, TransportError};
+use sansp2p::node::{
+    Action, Config, ConfigError, ConnectionId, Event, Node, Output, TransportError,
+};
 use sansp2p::time::StdClock;
 use sansp2p::Instant;
 
-/// Bytes read from a socket per `read` call.
+/// Bytes read from a socket per `read` call, at most.
 const READ_BUF: usize = 256 * 1024;
-/// Bytes the node hands out per transmit call.
-const WRITE_CHUNK: usize = 256 * 1024;
-/// How long a closed connection keeps reading (and dropping) what the peer
-/// still sends, waiting for its end of file, before the socket is shut.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 enum Socket {
     Listener(TcpListener),
-    Conn(Box<ConnSocket>),
-    /// Closed for the node, FIN sent; drained until the peer's FIN (a
-    /// socket closed with unread bytes sends a reset, which can cost the
-    /// peer the last frames we sent) or [`CLOSE_LINGER`].
-    Lingering(TcpStream),
-}
-
-struct ConnSocket {
-    socket: TcpStream,
-    conn: ConnectionId,
-    connecting: bool,
-    /// Bytes the node took out of its queue but the socket did not take yet.
-    out: Vec<u8>,
-    /// Bytes read but not yet consumed by the node.
-    inbuf: Vec<u8>,
-    closing: bool,
-    read_closed: bool,
-    /// Reading stopped with `inbuf` full; mio is edge-triggered, so reading
-    /// resumes from `step` once the node took some.
-    stalled: bool,
+    Conn {
+        socket: TcpStream,
+        conn: ConnectionId,
+        /// The TCP handshake is still running.
+        connecting: bool,
+    },
 }
 
 /// A node whose sockets live on the caller's mio `Registry`.
@@ -94,10 +77,6 @@ pub struct MioNode {
     sockets: HashMap<Token, Socket>,
     tokens: HashMap<ConnectionId, Token>,
     events: VecDeque<Event>,
-    /// Connections with input the node has not taken yet.
-    stalled: Vec<Token>,
-    /// When each lingering socket is shut at the latest, oldest first.
-    lingering: VecDeque<(Instant, Token)>,
     scratch: Vec<u8>,
 }
 
@@ -126,8 +105,6 @@ impl MioNode {
             sockets: HashMap::new(),
             tokens: HashMap::new(),
             events: VecDeque::new(),
-            stalled: Vec::new(),
-            lingering: VecDeque::new(),
             scratch: vec![0; READ_BUF],
         })
     }
@@ -152,20 +129,23 @@ impl MioNode {
     /// of the node's (then it is yours).
     pub fn handle_event(&mut self, registry: &Registry, event: &MioEvent) -> bool {
         let token = event.token();
-        if token.0 < self.first_token || !self.sockets.contains_key(&token) {
+        if token.0 < self.first_token {
             return false;
         }
         let now = self.clock.now();
         match self.sockets.get_mut(&token) {
+            None => return false,
             Some(Socket::Listener(_)) => self.accept_all(registry, token, now),
-            Some(Socket::Conn(c)) => {
-                if c.connecting && (event.is_writable() || event.is_error()) {
-                    let connected =
-                        matches!(c.socket.take_error(), Ok(None)) && c.socket.peer_addr().is_ok();
-                    let conn = c.conn;
-                    if connected {
-                        c.connecting = false;
-                        let _ = c.socket.set_nodelay(true);
+            Some(Socket::Conn {
+                socket,
+                conn,
+                connecting,
+            }) => {
+                let conn = *conn;
+                if *connecting && (event.is_writable() || event.is_error()) {
+                    if matches!(socket.take_error(), Ok(None)) && socket.peer_addr().is_ok() {
+                        *connecting = false;
+                        let _ = socket.set_nodelay(true);
                         self.node.handle_connected(now, conn);
                     } else {
                         self.drop_socket(registry, token);
@@ -175,71 +155,45 @@ impl MioNode {
                     }
                 }
                 if event.is_readable() || event.is_read_closed() {
-                    self.read_all(token, now);
+                    self.read(registry, token, now);
                 }
                 if event.is_writable() {
-                    self.flush(registry, token, now);
+                    self.write(registry, token, now);
                 }
             }
-            Some(Socket::Lingering(_)) => self.drain_lingering(registry, token),
-            None => {}
         }
         true
     }
 
-    /// Runs the node: timers, actions, writes; collects events. Returns how
-    /// long the caller's `poll` may sleep (`None`: until a socket is ready).
+    /// Runs the node: timers, actions, reads and writes it asks for;
+    /// collects its events. Returns how long the caller's `poll` may sleep
+    /// (`None`: until a socket is ready).
     pub fn step(&mut self, registry: &Registry) -> io::Result<Option<Duration>> {
         let now = self.clock.now();
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
             self.node.handle_timeout(now);
         }
-        while let Some(&(at, token)) = self.lingering.front() {
-            if at > now {
-                break;
-            }
-            self.lingering.pop_front();
-            if let Some(Socket::Lingering(s)) = self.sockets.get(&token) {
-                let _ = s.shutdown(Shutdown::Both);
-                self.drop_socket(registry, token);
-            }
-        }
         loop {
-            let mut busy = false;
-            while let Some(action) = self.node.poll_action() {
-                busy = true;
-                self.perform(registry, action, now)?;
-            }
-            while let Some(conn) = self.node.poll_wants_write() {
-                busy = true;
-                if let Some(&token) = self.tokens.get(&conn) {
-                    self.flush(registry, token, now);
+            match self.node.poll_output() {
+                Output::Action(action) => self.perform(registry, action, now)?,
+                Output::Transmit(conn) => {
+                    if let Some(&token) = self.tokens.get(&conn) {
+                        self.write(registry, token, now);
+                    }
                 }
-            }
-            // Input the node pushed back earlier may fit now.
-            for token in std::mem::take(&mut self.stalled) {
-                if let Some(Socket::Conn(c)) = self.sockets.get_mut(&token) {
-                    c.stalled = false;
+                Output::Receive(conn) => {
+                    if let Some(&token) = self.tokens.get(&conn) {
+                        self.read(registry, token, now);
+                    }
                 }
-                if self.feed(token, now) {
-                    busy = true;
-                    self.read_all(token, now);
+                Output::Event(event) => self.events.push_back(event),
+                Output::Timeout(next) => {
+                    return Ok(next.map(|t| t.saturating_duration_since(self.clock.now())));
                 }
-            }
-            while let Some(event) = self.node.poll_event() {
-                busy = true;
-                self.events.push_back(event);
-            }
-            if !busy {
-                break;
+                // Outputs added later by the core.
+                _ => {}
             }
         }
-        let linger = self.lingering.front().map(|&(at, _)| at);
-        let next = match (self.node.poll_timeout(), linger) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        Ok(next.map(|t| t.saturating_duration_since(self.clock.now())))
     }
 
     fn fresh_token(&mut self) -> Token {
@@ -272,15 +226,7 @@ impl MioNode {
             }
             Action::Connect { conn, addr } => match tcp_target(&addr) {
                 Some(TcpTarget::Ip(sa)) => match TcpStream::connect(sa) {
-                    Ok(mut socket) => {
-                        let token = self.fresh_token();
-                        registry.register(
-                            &mut socket,
-                            token,
-                            Interest::READABLE | Interest::WRITABLE,
-                        )?;
-                        self.insert_conn(token, socket, conn, true);
-                    }
+                    Ok(socket) => self.insert_conn(registry, socket, conn, true)?,
                     Err(e) => self
                         .node
                         .handle_connect_failed(now, conn, transport_error(&e)),
@@ -289,23 +235,18 @@ impl MioNode {
                     .node
                     .handle_connect_failed(now, conn, TransportError::Unsupported),
             },
-            Action::Close { conn } => match self.tokens.get(&conn).copied() {
-                Some(token) => {
-                    let mut connecting = false;
-                    if let Some(Socket::Conn(c)) = self.sockets.get_mut(&token) {
-                        c.closing = true;
-                        connecting = c.connecting;
-                    }
-                    if connecting {
-                        // An attempt given up while connecting: nothing to flush.
-                        self.drop_socket(registry, token);
-                        self.node.handle_connection_closed(now, conn);
-                    } else {
-                        self.flush(registry, token, now);
-                    }
+            Action::CloseWrite { conn } => {
+                if let Some(Socket::Conn { socket, .. }) =
+                    self.tokens.get(&conn).and_then(|t| self.sockets.get(t))
+                {
+                    let _ = socket.shutdown(Shutdown::Write);
                 }
-                None => self.node.handle_connection_closed(now, conn),
-            },
+            }
+            Action::Close { conn } => {
+                if let Some(token) = self.tokens.get(&conn).copied() {
+                    self.drop_socket(registry, token);
+                }
+            }
             // Actions added later by the core.
             _ => {}
         }
@@ -314,23 +255,23 @@ impl MioNode {
 
     fn insert_conn(
         &mut self,
-        token: Token,
-        socket: TcpStream,
+        registry: &Registry,
+        mut socket: TcpStream,
         conn: ConnectionId,
         connecting: bool,
-    ) {
+    ) -> io::Result<()> {
+        let token = self.fresh_token();
+        registry.register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)?;
         self.tokens.insert(conn, token);
-        let c = ConnSocket {
-            socket,
-            conn,
-            connecting,
-            out: Vec::new(),
-            inbuf: Vec::new(),
-            closing: false,
-            read_closed: false,
-            stalled: false,
-        };
-        self.sockets.insert(token, Socket::Conn(Box::new(c)));
+        self.sockets.insert(
+            token,
+            Socket::Conn {
+                socket,
+                conn,
+                connecting,
+            },
+        );
+        Ok(())
     }
 
     fn accept_all(&mut self, registry: &Registry, token: Token, now: Instant) {
@@ -338,108 +279,50 @@ impl MioNode {
             let Some(Socket::Listener(socket)) = self.sockets.get(&token) else {
                 return;
             };
-            let (mut stream, remote) = match socket.accept() {
+            let (stream, remote) = match socket.accept() {
                 Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return,
             };
             let Ok(conn) = self.node.handle_inbound(now, tcp_multiaddr(remote)) else {
-                continue; // over the limit: dropping the socket closes it
+                continue; // refused: dropping the socket closes it
             };
             let _ = stream.set_nodelay(true);
-            let t = self.fresh_token();
-            if registry
-                .register(&mut stream, t, Interest::READABLE | Interest::WRITABLE)
-                .is_err()
-            {
+            if self.insert_conn(registry, stream, conn, false).is_err() {
                 self.node.handle_connection_closed(now, conn);
-                continue;
             }
-            self.insert_conn(t, stream, conn, false);
         }
     }
 
-    /// Reads until the socket would block, feeding the node.
-    fn read_all(&mut self, token: Token, now: Instant) {
+    /// Reads while the node takes input and the socket has some (mio is
+    /// edge-triggered: stopping early is resumed by `Output::Receive`).
+    fn read(&mut self, registry: &Registry, token: Token, now: Instant) {
         loop {
-            let Some(Socket::Conn(c)) = self.sockets.get_mut(&token) else {
+            let Some(Socket::Conn {
+                socket,
+                conn,
+                connecting: false,
+            }) = self.sockets.get_mut(&token)
+            else {
                 return;
             };
-            if c.read_closed || c.inbuf.len() >= READ_BUF {
+            let conn = *conn;
+            let room = self.node.read_capacity(conn).min(self.scratch.len());
+            if room == 0 {
                 return;
             }
-            match c.socket.read(&mut self.scratch) {
+            match socket.read(&mut self.scratch[..room]) {
                 Ok(0) => {
-                    c.read_closed = true;
-                    let conn = c.conn;
-                    self.feed(token, now);
                     self.node.handle_read_closed(now, conn);
                     return;
                 }
                 Ok(n) => {
-                    c.inbuf.extend_from_slice(&self.scratch[..n]);
-                    self.feed(token, now);
+                    let taken = self.node.handle_read(now, conn, &self.scratch[..n]);
+                    debug_assert_eq!(taken, n, "the node takes what read_capacity allowed");
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    c.read_closed = true;
-                    let conn = c.conn;
-                    self.node.handle_read_closed(now, conn);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Hands buffered input to the node; returns whether it took any.
-    fn feed(&mut self, token: Token, now: Instant) -> bool {
-        let Some(Socket::Conn(c)) = self.sockets.get_mut(&token) else {
-            return false;
-        };
-        if c.inbuf.is_empty() {
-            return false;
-        }
-        let used = self.node.handle_read(now, c.conn, &c.inbuf);
-        c.inbuf.drain(..used);
-        if !c.inbuf.is_empty() && !c.stalled {
-            c.stalled = true;
-            self.stalled.push(token);
-        }
-        used > 0
-    }
-
-    /// Writes what the node has for the connection until the socket is full;
-    /// completes a requested close once everything is out.
-    fn flush(&mut self, registry: &Registry, token: Token, now: Instant) {
-        loop {
-            let Some(Socket::Conn(c)) = self.sockets.get_mut(&token) else {
-                return;
-            };
-            if c.connecting {
-                return;
-            }
-            if c.out.is_empty()
-                && self
-                    .node
-                    .poll_transmit(now, c.conn, &mut c.out, WRITE_CHUNK)
-                    == 0
-            {
-                if c.closing {
-                    let conn = c.conn;
-                    self.linger(registry, token, now);
-                    self.node.handle_connection_closed(now, conn);
-                }
-                return;
-            }
-            match c.socket.write(&c.out) {
-                Ok(n) => {
-                    c.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    let conn = c.conn;
                     self.drop_socket(registry, token);
                     self.node.handle_connection_closed(now, conn);
                     return;
@@ -448,37 +331,30 @@ impl MioNode {
         }
     }
 
-    /// Our side of the connection is done: FIN to the peer, then drain what
-    /// it still sends (see [`Socket::Lingering`]).
-    fn linger(&mut self, registry: &Registry, token: Token, now: Instant) {
-        let Some(Socket::Conn(c)) = self.sockets.remove(&token) else {
-            return;
-        };
-        self.tokens.remove(&c.conn);
-        let mut socket = c.socket;
-        let _ = socket.shutdown(Shutdown::Write);
-        if c.read_closed {
-            let _ = registry.deregister(&mut socket);
-            return;
-        }
-        self.sockets.insert(token, Socket::Lingering(socket));
-        self.lingering.push_back((now + CLOSE_LINGER, token));
-        // Edge-triggered: what already arrived will not be announced again.
-        self.drain_lingering(registry, token);
-    }
-
-    /// Reads and drops what a lingering socket has; ends it at end of file.
-    fn drain_lingering(&mut self, registry: &Registry, token: Token) {
+    /// Writes straight from the node's buffer until it is empty or the
+    /// socket is full.
+    fn write(&mut self, registry: &Registry, token: Token, now: Instant) {
         loop {
-            let Some(Socket::Lingering(s)) = self.sockets.get_mut(&token) else {
+            let Some(Socket::Conn {
+                socket,
+                conn,
+                connecting: false,
+            }) = self.sockets.get_mut(&token)
+            else {
                 return;
             };
-            match s.read(&mut self.scratch) {
-                Ok(1..) => {}
+            let conn = *conn;
+            let buf = self.node.transmit_buffer(now, conn);
+            if buf.is_empty() {
+                return;
+            }
+            match socket.write(buf) {
+                Ok(n) => self.node.handle_written(now, conn, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(0) | Err(_) => {
+                Err(_) => {
                     self.drop_socket(registry, token);
+                    self.node.handle_connection_closed(now, conn);
                     return;
                 }
             }
@@ -487,12 +363,11 @@ impl MioNode {
 
     fn drop_socket(&mut self, registry: &Registry, token: Token) {
         match self.sockets.remove(&token) {
-            Some(Socket::Conn(mut c)) => {
-                let _ = registry.deregister(&mut c.socket);
-                self.tokens.remove(&c.conn);
-            }
-            Some(Socket::Lingering(mut socket)) => {
+            Some(Socket::Conn {
+                mut socket, conn, ..
+            }) => {
                 let _ = registry.deregister(&mut socket);
+                self.tokens.remove(&conn);
             }
             Some(Socket::Listener(mut socket)) => {
                 let _ = registry.deregister(&mut socket);
