@@ -575,7 +575,7 @@ impl Node {
         let Some(c) = self.conns.get(&conn) else {
             return false;
         };
-        if !c.io.deadline(&self.config.io).is_some_and(|d| d <= now) {
+        if c.io.deadline(&self.config.io).is_none_or(|d| d > now) {
             return false;
         }
         match c.io.phase {

@@ -1094,7 +1094,7 @@ fn a_slow_reader_is_not_a_stalled_one() {
             "round {i}: {:?}",
             core::iter::from_fn(|| node.poll_event()).collect::<Vec<_>>()
         );
-        now = now + Duration::from_secs(9);
+        now += Duration::from_secs(9);
         node.handle_timeout(now);
         node.handle_written(now, conn, 1);
     }
