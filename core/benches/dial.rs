@@ -32,8 +32,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant as WallClock};
 
 use sansp2p::dial::{
-    rank, Action, Addr, AttemptError, Backoff, BackoffConfig, ConnectionRef, DialOpts, Dialer,
-    DialerConfig, Event, RankerConfig,
+    rank, Action, Addr, Backoff, BackoffConfig, ConnectionRef, DialOpts, Dialer, DialerConfig,
+    Event, FailureClass, RankerConfig,
 };
 use sansp2p::time::Instant;
 use sansp2p::PeerId;
@@ -312,7 +312,7 @@ fn simulate(n: u64, arrivals_per_sec: Option<u64>) -> SimResult {
                     clock.time(|| d.handle_dial_succeeded(now, id, ConnectionRef(attempt)))
                 }
                 Outcome::Fail => {
-                    clock.time(|| d.handle_dial_failed(now, id, AttemptError::Refused))
+                    clock.time(|| d.handle_dial_failed(now, id, FailureClass::Refused))
                 }
                 Outcome::Handshake => {
                     net.push(Reverse((now + Duration::from_millis(100), attempt, then)));

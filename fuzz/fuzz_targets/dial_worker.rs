@@ -9,7 +9,7 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use sansp2p::dial::{
-    Action, Addr, AttemptError, AttemptId, ConnectionRef, DialOpts, Dialer, DialerConfig, Event,
+    Action, Addr, FailureClass, AttemptId, ConnectionRef, DialOpts, Dialer, DialerConfig, Event,
 };
 use sansp2p::time::Instant;
 use sansp2p::{Keypair, PeerId};
@@ -106,9 +106,9 @@ fuzz_target!(|ops: Vec<Op>| {
                 if let Some(a) = pick(n, &running) {
                     running.retain(|x| *x != a);
                     let e = [
-                        AttemptError::Refused,
-                        AttemptError::Cancelled,
-                        AttemptError::Timeout,
+                        FailureClass::Refused,
+                        FailureClass::Cancelled,
+                        FailureClass::Timeout,
                     ][kind as usize % 3];
                     let _ = d.handle_dial_failed(now, a, e);
                 }
@@ -129,7 +129,7 @@ fuzz_target!(|ops: Vec<Op>| {
                             .handle_dial_succeeded(now, forged, ConnectionRef(id))
                             .is_err(),
                         2 => d
-                            .handle_dial_failed(now, forged, AttemptError::Other)
+                            .handle_dial_failed(now, forged, FailureClass::Other)
                             .is_err(),
                         _ => {
                             let r = sansp2p::dial::RequestId(id);

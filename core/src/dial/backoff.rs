@@ -392,6 +392,7 @@ impl Backoff {
     // ---- outputs ----
 
     /// When the next record goes stale.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.expiry.peek().map(|&Reverse((at, _))| at)
     }

@@ -18,7 +18,7 @@
 //! is cancelled, and holds at most the jobs of that peer).
 //!
 //! **When to call again:** after [`Limiter::submit`] or
-//! [`Limiter::finish`], drain [`Limiter::poll_ready`] until `None`; each job
+//! [`Limiter::finish`], drain [`Limiter::poll_action`] until `None`; each job
 //! it returns may start now.
 //!
 //! ```
@@ -31,10 +31,10 @@
 //! let peer = Keypair::from_secret_bytes([1; 32]).peer_id();
 //! limiter.submit(1, peer, true).unwrap();
 //! limiter.submit(2, peer, true).unwrap();
-//! assert_eq!(limiter.poll_ready(), Some(1));
-//! assert_eq!(limiter.poll_ready(), None); // job 2 waits for the peer token
+//! assert_eq!(limiter.poll_action(), Some(1));
+//! assert_eq!(limiter.poll_action(), None); // job 2 waits for the peer token
 //! limiter.finish(1).unwrap();
-//! assert_eq!(limiter.poll_ready(), Some(2));
+//! assert_eq!(limiter.poll_action(), Some(2));
 //! ```
 
 use alloc::collections::VecDeque;
@@ -133,7 +133,7 @@ struct PeerSlots {
 /// File-descriptor and per-peer dial limits; see the [module docs](self).
 ///
 /// **When to call again:** after any command, drain
-/// [`poll_ready`](Self::poll_ready) until `None`. It has no timers.
+/// [`poll_action`](Self::poll_action) until `None`. It has no timers.
 #[derive(Debug, Clone)]
 pub struct Limiter {
     config: LimiterConfig,
@@ -182,7 +182,7 @@ impl Limiter {
         self.fd_in_use
     }
 
-    /// Jobs allowed to run (returned or about to be returned by `poll_ready`).
+    /// Jobs allowed to run (returned or about to be returned by `poll_action`).
     pub fn running(&self) -> usize {
         self.running
     }
@@ -289,7 +289,8 @@ impl Limiter {
     // ---- outputs ----
 
     /// The next job that may start now.
-    pub fn poll_ready(&mut self) -> Option<JobId> {
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<JobId> {
         self.ready.pop_front()
     }
 
@@ -386,7 +387,7 @@ mod tests {
     }
 
     fn drain(l: &mut Limiter) -> Vec<JobId> {
-        core::iter::from_fn(|| l.poll_ready()).collect()
+        core::iter::from_fn(|| l.poll_action()).collect()
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub use limiter::{Limiter, LimiterConfig};
 pub use rank::{rank, rank_no_delay, RankerConfig};
 pub use scheduler::{Scheduler, SchedulerConfig};
 pub use worker::{
-    Action, AddrFailure, AttemptError, AttemptId, ConnectionRef, DialError, DialErrorCause,
-    DialOpts, Dialer, DialerConfig, DialerError, Event, RequestId,
+    Action, AddrFailure, AttemptId, ConnectionRef, DialError, DialErrorCause, DialOpts, Dialer,
+    DialerConfig, DialerError, Event, FailureClass, RequestId,
 };
 
 /// A validated binary multiaddr.

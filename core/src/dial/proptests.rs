@@ -257,9 +257,9 @@ fn run_dialer(ops: Vec<DOp>) -> Result<(), TestCaseError> {
                 if let Some(i) = pick(k, h.running.len()) {
                     let (a, p, ad) = h.running.swap_remove(i);
                     let e = if cancelled {
-                        AttemptError::Cancelled
+                        FailureClass::Cancelled
                     } else {
-                        AttemptError::Refused
+                        FailureClass::Refused
                     };
                     h.d.handle_dial_failed(h.now, a, e).unwrap();
                     if !cancelled {

@@ -761,16 +761,19 @@ impl Scheduler {
     // ---- outputs ----
 
     /// The next thing to do.
+    #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
     /// The next thing that happened.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let history = self.history_expiry.first().map(|&(at, _)| at);
         let fallback = match self.fallback {

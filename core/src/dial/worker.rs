@@ -150,7 +150,7 @@ impl DialOpts {
 /// [`Dialer::handle_dial_failed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
-pub enum AttemptError {
+pub enum FailureClass {
     /// The remote refused the connection.
     #[error("connection refused")]
     Refused,
@@ -183,7 +183,7 @@ pub enum AttemptError {
 pub enum AddrFailure {
     /// The dial failed as reported.
     #[error("{0}")]
-    Attempt(AttemptError),
+    Attempt(FailureClass),
     /// No result within the per-attempt timeout.
     #[error("attempt timed out")]
     TimedOut,
@@ -704,11 +704,11 @@ impl Dialer {
         &mut self,
         now: Instant,
         attempt: AttemptId,
-        error: AttemptError,
+        error: FailureClass,
     ) -> Result<(), DialerError> {
         let a = self.end_attempt(attempt, false)?;
         let failure = AddrFailure::Attempt(error);
-        self.attempt_failed(now, a, failure, error != AttemptError::Cancelled);
+        self.attempt_failed(now, a, failure, error != FailureClass::Cancelled);
         Ok(())
     }
 
@@ -940,16 +940,19 @@ impl Dialer {
     // ---- outputs ----
 
     /// The next thing to do.
+    #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
     /// The next thing that happened.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let own = self.timers.next_deadline();
         match (own, self.backoff.poll_timeout()) {
@@ -1108,7 +1111,7 @@ impl Dialer {
 
     /// Announces every attempt the limiter lets run.
     fn start_ready(&mut self, now: Instant) {
-        while let Some(job) = self.limiter.poll_ready() {
+        while let Some(job) = self.limiter.poll_action() {
             let id = AttemptId(job);
             let ak = attempt_key(id);
             let Some(a) = self.attempts.get_mut(ak) else {

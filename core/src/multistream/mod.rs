@@ -8,8 +8,8 @@ mod negotiator;
 
 pub use codec::{Message, MessageError, PROTOCOL_ID};
 pub use negotiator::{
-    Config, ConfigError, DecisionError, Event, NegotiationError, Negotiator, ProtocolName,
-    ProtocolViolation,
+    Config, DecisionError, Event, NegotiationError, Negotiator, NegotiatorConfigError,
+    ProtocolName, ProtocolViolation,
 };
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ impl Config {
 /// A bad argument to a [`Negotiator`] constructor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum NegotiatorConfigError {
     /// A dialer needs at least one protocol to propose.
     #[error("a dialer needs at least one protocol")]
     NoProtocols,
@@ -189,10 +189,10 @@ pub struct Negotiator {
     answer_unsent: bool,
 }
 
-fn check_names(names: &[ProtocolName], config: &Config) -> Result<(), ConfigError> {
+fn check_names(names: &[ProtocolName], config: &Config) -> Result<(), NegotiatorConfigError> {
     for name in names {
         if !codec::is_valid_protocol(name) || name.len() + 1 > config.max_message_len {
-            return Err(ConfigError::InvalidProtocol(name.to_string()));
+            return Err(NegotiatorConfigError::InvalidProtocol(name.to_string()));
         }
     }
     Ok(())
@@ -200,7 +200,7 @@ fn check_names(names: &[ProtocolName], config: &Config) -> Result<(), ConfigErro
 
 impl Negotiator {
     /// A dialer proposing `protocols` in order, with the default config.
-    pub fn dialer<I, P>(protocols: I) -> Result<Self, ConfigError>
+    pub fn dialer<I, P>(protocols: I) -> Result<Self, NegotiatorConfigError>
     where
         I: IntoIterator<Item = P>,
         P: Into<ProtocolName>,
@@ -209,18 +209,18 @@ impl Negotiator {
     }
 
     /// A dialer proposing `protocols` in order.
-    pub fn dialer_with<I, P>(protocols: I, config: Config) -> Result<Self, ConfigError>
+    pub fn dialer_with<I, P>(protocols: I, config: Config) -> Result<Self, NegotiatorConfigError>
     where
         I: IntoIterator<Item = P>,
         P: Into<ProtocolName>,
     {
         let protocols: Vec<ProtocolName> = protocols.into_iter().map(Into::into).collect();
         if protocols.is_empty() {
-            return Err(ConfigError::NoProtocols);
+            return Err(NegotiatorConfigError::NoProtocols);
         }
         check_names(&protocols, &config)?;
         if config.lazy && protocols.len() != 1 {
-            return Err(ConfigError::LazyNeedsOneProtocol(protocols.len()));
+            return Err(NegotiatorConfigError::LazyNeedsOneProtocol(protocols.len()));
         }
         let mut n = Negotiator::new(
             Role::Dialer {
@@ -241,7 +241,7 @@ impl Negotiator {
 
     /// A listener that answers proposals itself from `protocols` (may be empty:
     /// then it refuses everything).
-    pub fn listener<I, P>(protocols: I) -> Result<Self, ConfigError>
+    pub fn listener<I, P>(protocols: I) -> Result<Self, NegotiatorConfigError>
     where
         I: IntoIterator<Item = P>,
         P: Into<ProtocolName>,
@@ -256,13 +256,13 @@ impl Negotiator {
         protocols: I,
         asking: bool,
         config: Config,
-    ) -> Result<Self, ConfigError>
+    ) -> Result<Self, NegotiatorConfigError>
     where
         I: IntoIterator<Item = P>,
         P: Into<ProtocolName>,
     {
         if config.lazy {
-            return Err(ConfigError::LazyListener);
+            return Err(NegotiatorConfigError::LazyListener);
         }
         let protocols: Vec<ProtocolName> = protocols.into_iter().map(Into::into).collect();
         check_names(&protocols, &config)?;
@@ -304,6 +304,7 @@ impl Negotiator {
     /// them while negotiating, none once finished or while a decision is
     /// pending; after the final message, the rest is the caller's
     /// (application data that followed the negotiation).
+    #[must_use]
     pub fn handle_read(&mut self, data: &[u8]) -> usize {
         let mut used = 0;
         while used < data.len()
@@ -379,6 +380,7 @@ impl Negotiator {
     // ---- outputs ----
 
     /// Appends the bytes to send to `out`; returns how many.
+    #[must_use]
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
         let n = self.out.len();
         out.append(&mut self.out);
@@ -387,6 +389,7 @@ impl Negotiator {
     }
 
     /// The next event, if any.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::dial::{self, AddrFailure, DialErrorCause};
 use crate::identity::PeerId;
+use crate::security::noise::NoiseError;
 use crate::security::plaintext::PlaintextError;
 use crate::time::Instant;
 
@@ -216,7 +217,9 @@ impl Node {
                 self.attempts.remove(&attempt);
                 let coarse = coarse_error(&error);
                 if let Some(peer) = expected {
-                    self.attempt_errors.insert((peer, addr), error);
+                    let errors = self.attempt_errors.entry(peer).or_default();
+                    errors.retain(|(a, _)| *a != addr);
+                    errors.push((addr, error));
                 }
                 let _ = self.dialer.handle_dial_failed(self.now, attempt, coarse);
                 self.drive_dialer();
@@ -315,7 +318,11 @@ impl Node {
                             let detail = match failure {
                                 AddrFailure::Attempt(coarse) => self
                                     .attempt_errors
-                                    .remove(&(peer, bytes.clone()))
+                                    .get_mut(&peer)
+                                    .and_then(|list| {
+                                        let at = list.iter().position(|(a, _)| *a == bytes)?;
+                                        Some(list.swap_remove(at).1)
+                                    })
                                     .unwrap_or_else(|| from_coarse(coarse)),
                                 AddrFailure::TimedOut => AttemptError::Timeout,
                                 AddrFailure::Backoff => AttemptError::Backoff,
@@ -334,7 +341,7 @@ impl Node {
                 }
             }
             if !self.dialer.is_dialing(&peer) {
-                self.attempt_errors.retain(|(p, _), _| *p != peer);
+                self.attempt_errors.remove(&peer);
             }
         }
         self.reschedule_dialer();
@@ -355,30 +362,62 @@ impl Node {
 }
 
 /// What the dialer needs to know of a failure (it decides backoff on it).
-fn coarse_error(e: &AttemptError) -> dial::AttemptError {
+fn coarse_error(e: &AttemptError) -> dial::FailureClass {
     match e {
-        AttemptError::Transport(TransportError::Refused) => dial::AttemptError::Refused,
-        AttemptError::Transport(TransportError::Unreachable) => dial::AttemptError::Unreachable,
+        AttemptError::Transport(TransportError::Refused) => dial::FailureClass::Refused,
+        AttemptError::Transport(TransportError::Unreachable) => dial::FailureClass::Unreachable,
         AttemptError::Transport(TransportError::Unsupported) | AttemptError::InvalidAddress => {
-            dial::AttemptError::NoTransport
+            dial::FailureClass::NoTransport
         }
         AttemptError::Timeout | AttemptError::Upgrade(UpgradeError::Timeout) => {
-            dial::AttemptError::Timeout
+            dial::FailureClass::Timeout
         }
-        AttemptError::Upgrade(UpgradeError::Plaintext(PlaintextError::UnexpectedPeer {
-            ..
-        })) => dial::AttemptError::WrongPeer,
-        AttemptError::Upgrade(_) => dial::AttemptError::Upgrade,
-        _ => dial::AttemptError::Other,
+        AttemptError::Upgrade(
+            UpgradeError::Plaintext(PlaintextError::UnexpectedPeer { .. })
+            | UpgradeError::Noise(NoiseError::UnexpectedPeer { .. }),
+        ) => dial::FailureClass::WrongPeer,
+        AttemptError::Upgrade(_) => dial::FailureClass::Upgrade,
+        _ => dial::FailureClass::Other,
     }
 }
 
-fn from_coarse(e: dial::AttemptError) -> AttemptError {
+fn from_coarse(e: dial::FailureClass) -> AttemptError {
     match e {
-        dial::AttemptError::Refused => AttemptError::Transport(TransportError::Refused),
-        dial::AttemptError::Unreachable => AttemptError::Transport(TransportError::Unreachable),
-        dial::AttemptError::NoTransport => AttemptError::Transport(TransportError::Unsupported),
-        dial::AttemptError::Timeout => AttemptError::Timeout,
+        dial::FailureClass::Refused => AttemptError::Transport(TransportError::Refused),
+        dial::FailureClass::Unreachable => AttemptError::Transport(TransportError::Unreachable),
+        dial::FailureClass::NoTransport => AttemptError::Transport(TransportError::Unsupported),
+        dial::FailureClass::Timeout => AttemptError::Timeout,
         _ => AttemptError::Closed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Keypair;
+
+    #[test]
+    fn reaching_the_wrong_peer_is_one_class_whatever_the_security() {
+        let (a, b) = (
+            Keypair::from_secret_bytes([1; 32]).peer_id(),
+            Keypair::from_secret_bytes([2; 32]).peer_id(),
+        );
+        let plaintext = PlaintextError::UnexpectedPeer {
+            expected: a,
+            actual: b,
+        };
+        let noise = NoiseError::UnexpectedPeer {
+            expected: a,
+            found: b,
+        };
+        for e in [
+            UpgradeError::Plaintext(plaintext),
+            UpgradeError::Noise(noise),
+        ] {
+            assert_eq!(
+                coarse_error(&AttemptError::Upgrade(e)),
+                dial::FailureClass::WrongPeer
+            );
+        }
     }
 }

@@ -271,6 +271,7 @@ impl Node {
     /// adapter's job to write [`transmit_buffer`](Self::transmit_buffer)
     /// (now or when its socket is writable) until it is empty; only then
     /// will it be named again. Part of [`poll_output`](Self::poll_output).
+    #[must_use]
     pub fn poll_wants_write(&mut self) -> Option<ConnectionId> {
         while let Some(conn) = self.wants_write.pop_front() {
             if self.conns.contains_key(&conn) {
@@ -284,6 +285,7 @@ impl Node {
     /// then connections to write, connections to read again, events, and
     /// finally [`Output::Timeout`], which ends the loop. After any input or
     /// command, call this until it returns `Timeout`.
+    #[must_use]
     pub fn poll_output(&mut self) -> Output {
         if let Some(action) = self.actions.pop_front() {
             return Output::Action(action);
@@ -319,7 +321,7 @@ impl Node {
                     return 0;
                 }
                 let n = up.handle_read(data);
-                match up.poll_outcome() {
+                match up.poll_event() {
                     None => n,
                     Some(Ok(upgraded)) => {
                         if self.on_upgraded(conn, upgraded) {
@@ -420,7 +422,7 @@ impl Node {
         match &mut c.state {
             ConnState::Connecting | ConnState::Closed => {}
             ConnState::Upgrading(up) => c.io.produce(now, |out| {
-                up.poll_transmit(out);
+                let _ = up.poll_transmit(out);
             }),
             ConnState::Muxed(session) => {
                 let scratch = &mut self.scratch;
@@ -485,7 +487,7 @@ impl Node {
             ConnState::Upgrading(up) => {
                 if reason != CloseReason::WriteStall {
                     c.io.produce(now, |out| {
-                        up.poll_transmit(out);
+                        let _ = up.poll_transmit(out);
                     });
                 }
             }

@@ -145,7 +145,7 @@ pub struct Node {
     attempts: HashMap<dial::AttemptId, ConnectionId>,
     /// Detailed reasons of failed attempts, per (peer, address), until the
     /// request that tried them is answered.
-    attempt_errors: HashMap<(PeerId, Vec<u8>), AttemptError>,
+    attempt_errors: HashMap<PeerId, Vec<(Vec<u8>, AttemptError)>>,
     /// Dials without a peer id.
     peerless: HashMap<DialId, dialing::Peerless>,
     pings: HashMap<PingId, Ping>,
@@ -490,16 +490,19 @@ impl Node {
     // ------------------------------------------------------------ outputs
 
     /// The next thing the adapter must do.
+    #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
     /// The next event for the application.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// The earliest moment [`handle_timeout`](Self::handle_timeout) has work.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.first().map(|(t, _)| *t)
     }
@@ -608,7 +611,7 @@ impl Node {
             // The upgrade's last bytes (the muxer echo) go before any frame.
             let now = self.now;
             c.io.produce(now, |out| {
-                up.poll_transmit(out);
+                let _ = up.poll_transmit(out);
             });
             c.channel = up.take_channel();
         }

@@ -413,7 +413,7 @@ impl Node {
         };
         let sid = session.open_stream()?;
         let mut st = NodeStream::new(true, None, kind);
-        neg.poll_transmit(&mut st.out);
+        let _ = neg.poll_transmit(&mut st.out);
         st.neg = Some(neg);
         c.streams.insert(sid.get(), st);
         let stream = StreamHandle {
@@ -542,7 +542,7 @@ impl Node {
                     };
                     let mut st = NodeStream::new(false, Some(neg), Kind::Inbound);
                     if let Some(n) = &mut st.neg {
-                        n.poll_transmit(&mut st.out);
+                        let _ = n.poll_transmit(&mut st.out);
                     }
                     c.streams.insert(id.get(), st);
                     c.negotiating_inbound += 1;
@@ -627,7 +627,7 @@ impl Node {
                 return;
             };
             let Some(neg) = st.neg.as_mut() else { return };
-            neg.poll_transmit(&mut st.out);
+            let _ = neg.poll_transmit(&mut st.out);
             let Some(event) = neg.poll_event() else {
                 if neg.is_finished() {
                     st.neg = None;

@@ -858,13 +858,13 @@ fn a_noise_peer_flooding_pings_is_pushed_back_and_every_ping_answered() {
     let mut from_node = Vec::new();
     for _ in 0..10 {
         let mut to_node = Vec::new();
-        peer.poll_transmit(&mut to_node);
+        let _ = peer.poll_transmit(&mut to_node);
         assert_eq!(node.handle_read(now, conn, &to_node), to_node.len());
         while node.poll_transmit(now, conn, &mut from_node, 1 << 20) > 0 {}
         let used = peer.handle_read(&from_node);
         from_node.drain(..used);
     }
-    assert!(peer.poll_outcome().unwrap().is_ok(), "the peer's upgrade");
+    assert!(peer.poll_event().unwrap().is_ok(), "the peer's upgrade");
     let upgrade::Channel::Noise {
         mut transport,
         pending,
@@ -956,13 +956,13 @@ fn raw_peer(node: &mut Node, now: Instant, conn: ConnectionId, security: Securit
     let mut from_node = Vec::new();
     for _ in 0..10 {
         let mut to_node = Vec::new();
-        peer.poll_transmit(&mut to_node);
+        let _ = peer.poll_transmit(&mut to_node);
         assert_eq!(node.handle_read(now, conn, &to_node), to_node.len());
         while node.poll_transmit(now, conn, &mut from_node, 1 << 20) > 0 {}
         let used = peer.handle_read(&from_node);
         from_node.drain(..used);
     }
-    assert!(peer.poll_outcome().unwrap().is_ok(), "the peer's upgrade");
+    assert!(peer.poll_event().unwrap().is_ok(), "the peer's upgrade");
     peer.take_channel()
 }
 

@@ -156,7 +156,7 @@ pub enum ConfigError {
     Zero(&'static str),
     /// The yamux settings are inconsistent.
     #[error("yamux: {0}")]
-    Yamux(#[from] yamux::ConfigError),
+    Yamux(#[from] yamux::SessionConfigError),
     /// The dialer settings are inconsistent.
     #[error("dialer: {0}")]
     Dialer(#[from] dial::worker::DialerConfigError),

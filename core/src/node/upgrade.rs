@@ -178,7 +178,7 @@ impl SecureHandshake {
     }
 
     /// The outcome, once: who the peer is and the channel, or why not.
-    fn poll_outcome(
+    fn poll_event(
         &mut self,
     ) -> Option<Result<(Security, PeerId, PublicKey, Channel), UpgradeError>> {
         match self {
@@ -213,7 +213,7 @@ impl SecureHandshake {
 /// Inputs: [`handle_read`](Self::handle_read) (consumes exactly the upgrade;
 /// what follows belongs to the muxer), [`handle_eof`](Self::handle_eof).
 /// Outputs: [`poll_transmit`](Self::poll_transmit),
-/// [`poll_outcome`](Self::poll_outcome), then
+/// [`poll_event`](Self::poll_event), then
 /// [`take_channel`](Self::take_channel). No timers: the node enforces the
 /// upgrade timeout.
 #[derive(Debug)]
@@ -268,6 +268,7 @@ impl Upgrade {
     /// Feeds bytes from the peer; returns how many belong to the upgrade.
     /// With noise, bytes decrypted past the muxer negotiation stay in the
     /// [`Channel`]'s `pending`.
+    #[must_use]
     pub fn handle_read(&mut self, data: &[u8]) -> usize {
         let mut used = 0;
         loop {
@@ -328,6 +329,7 @@ impl Upgrade {
     }
 
     /// Appends bytes to send; returns how many.
+    #[must_use]
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
         let n = self.out.len();
         out.append(&mut self.out);
@@ -335,7 +337,8 @@ impl Upgrade {
     }
 
     /// The result, once.
-    pub fn poll_outcome(&mut self) -> Option<Result<Upgraded, UpgradeError>> {
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Result<Upgraded, UpgradeError>> {
         self.outcome.take()
     }
 
@@ -353,11 +356,11 @@ impl Upgrade {
     fn collect_output(&mut self) {
         match &mut self.stage {
             Stage::NegotiatingSecurity(neg) => {
-                neg.poll_transmit(&mut self.out);
+                let _ = neg.poll_transmit(&mut self.out);
             }
             Stage::NegotiatingMuxer { neg, .. } => {
                 let mut plain = Vec::new();
-                neg.poll_transmit(&mut plain);
+                let _ = neg.poll_transmit(&mut plain);
                 if !plain.is_empty() {
                     if let Err(e) = self.channel.seal(&plain, &mut self.out) {
                         self.finish(Err(e.into()));
@@ -422,7 +425,7 @@ impl Upgrade {
                 }
                 false
             }
-            Stage::Securing(handshake) => match handshake.poll_outcome() {
+            Stage::Securing(handshake) => match handshake.poll_event() {
                 Some(Ok((security, peer, public_key, channel))) => {
                     let upgraded = Upgraded {
                         peer,
@@ -544,8 +547,8 @@ mod tests {
         let (mut left_l, mut left_d) = (Vec::new(), Vec::new());
         let mut extra_sent = false;
         for _ in 0..100 {
-            d.poll_transmit(&mut to_l);
-            l.poll_transmit(&mut to_d);
+            let _ = d.poll_transmit(&mut to_l);
+            let _ = l.poll_transmit(&mut to_d);
             if d.is_finished() && !extra_sent {
                 // The dialer's muxer speaks first, through the channel.
                 let mut channel = d.take_channel();
@@ -581,8 +584,8 @@ mod tests {
                 let (mut d, mut l, a, b) = pair_with(None, &[security]);
                 let yamux_frame = [0u8, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0];
                 let (_, left_l) = drive(&mut d, &mut l, chunk, &yamux_frame);
-                let ud = d.poll_outcome().unwrap().unwrap();
-                let ul = l.poll_outcome().unwrap().unwrap();
+                let ud = d.poll_event().unwrap().unwrap();
+                let ul = l.poll_event().unwrap().unwrap();
                 assert_eq!(
                     (ud.peer, ul.peer),
                     (b.peer_id(), a.peer_id()),
@@ -614,7 +617,7 @@ mod tests {
             let mut d = Upgrade::new(Endpoint::Dialer, &a, ours, None, secrets(1)).unwrap();
             let mut l = Upgrade::new(Endpoint::Listener, &b, theirs, None, secrets(3)).unwrap();
             drive(&mut d, &mut l, 64, &[]);
-            let got = d.poll_outcome().unwrap();
+            let got = d.poll_event().unwrap();
             assert_eq!(got.as_ref().ok().map(|u| u.security), want, "{got:?}");
         }
     }
@@ -625,7 +628,7 @@ mod tests {
         let (mut d, mut l, _, b) = pair_with(Some(wrong), &[Security::Noise]);
         drive(&mut d, &mut l, 64, &[]);
         assert_eq!(
-            d.poll_outcome(),
+            d.poll_event(),
             Some(Err(UpgradeError::Noise(NoiseError::UnexpectedPeer {
                 expected: wrong,
                 found: b.peer_id()
@@ -639,7 +642,7 @@ mod tests {
         let (mut d, mut l, _, b) = pair(Some(wrong));
         drive(&mut d, &mut l, 64, &[]);
         assert_eq!(
-            d.poll_outcome(),
+            d.poll_event(),
             Some(Err(UpgradeError::Plaintext(
                 PlaintextError::UnexpectedPeer {
                     expected: wrong,
@@ -652,15 +655,15 @@ mod tests {
     #[test]
     fn garbage_and_eof_fail_cleanly() {
         let (_, mut l, _, _) = pair(None);
-        l.handle_read(b"\x05hello");
+        let _ = l.handle_read(b"\x05hello");
         assert!(matches!(
-            l.poll_outcome(),
+            l.poll_event(),
             Some(Err(UpgradeError::SecurityNegotiation(_)))
         ));
         let (mut d, _, _, _) = pair(None);
         d.handle_eof();
         assert!(matches!(
-            d.poll_outcome(),
+            d.poll_event(),
             Some(Err(UpgradeError::SecurityNegotiation(_)))
         ));
     }

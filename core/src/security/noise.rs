@@ -510,6 +510,7 @@ impl Handshake {
 
     /// Feeds bytes from the peer; returns how many belong to the handshake
     /// (never more than its frames: what follows is the transport's).
+    #[must_use]
     pub fn handle_read(&mut self, data: &[u8]) -> usize {
         let mut used = 0;
         while self.step != Step::Done && used < data.len() {
@@ -533,6 +534,7 @@ impl Handshake {
     }
 
     /// Appends bytes to send; returns how many.
+    #[must_use]
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
         let n = self.out.len();
         out.append(&mut self.out);
@@ -540,6 +542,7 @@ impl Handshake {
     }
 
     /// The result, once.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.event.take()
     }
@@ -815,7 +818,7 @@ mod tests {
         let mut k = 0;
         let mut leftover = Vec::new();
         for _ in 0..8 {
-            init.poll_transmit(&mut to_resp);
+            let _ = init.poll_transmit(&mut to_resp);
             if init.is_finished() && !to_resp.is_empty() {
                 to_resp.extend_from_slice(tail);
             }
@@ -830,7 +833,7 @@ mod tests {
                 }
                 to_resp.drain(..n);
             }
-            resp.poll_transmit(&mut to_init);
+            let _ = resp.poll_transmit(&mut to_init);
             while !to_init.is_empty() {
                 let n = chunks[k % chunks.len()].clamp(1, to_init.len());
                 k += 1;
@@ -960,16 +963,16 @@ mod tests {
         // never with a panic.
         let (mut i, mut r) = pair(None);
         let mut m1 = Vec::new();
-        i.poll_transmit(&mut m1);
-        r.handle_read(&m1);
+        let _ = i.poll_transmit(&mut m1);
+        let _ = r.handle_read(&m1);
         let mut m2 = Vec::new();
-        r.poll_transmit(&mut m2);
+        let _ = r.poll_transmit(&mut m2);
         for at in 2..m2.len() {
             let (a, _) = keys();
             let mut fresh = Handshake::initiator(&a, [3; 32], [4; 32], None);
             let mut tampered = m2.clone();
             tampered[at] ^= 0x80;
-            fresh.handle_read(&tampered);
+            let _ = fresh.handle_read(&tampered);
             match fresh.poll_event() {
                 Some(Event::Failed(NoiseError::Decrypt | NoiseError::LowOrderKey)) => {}
                 other => panic!("byte {at}: {other:?}"),
@@ -1026,7 +1029,7 @@ mod tests {
         ));
         // Too short for an ephemeral key.
         let mut r = Handshake::responder(&b, [5; 32], [6; 32]);
-        r.handle_read(&[0, 5, 1, 2, 3, 4, 5]);
+        let _ = r.handle_read(&[0, 5, 1, 2, 3, 4, 5]);
         assert!(matches!(
             r.poll_event(),
             Some(Event::Failed(NoiseError::Malformed { message: 1, len: 5 }))
@@ -1036,7 +1039,7 @@ mod tests {
         let mut i = Handshake::initiator(&a, [3; 32], [4; 32], None);
         let mut m2 = vec![0, 95];
         m2.extend_from_slice(&[9; 95]);
-        i.handle_read(&m2);
+        let _ = i.handle_read(&m2);
         assert!(matches!(
             i.poll_event(),
             Some(Event::Failed(NoiseError::Malformed {
@@ -1046,7 +1049,7 @@ mod tests {
         ));
         // The peer leaves mid-handshake.
         let mut r = Handshake::responder(&b, [5; 32], [6; 32]);
-        r.handle_read(&[0, 32, 1]);
+        let _ = r.handle_read(&[0, 32, 1]);
         r.handle_eof();
         assert!(matches!(
             r.poll_event(),

@@ -170,6 +170,7 @@ impl Handshake {
 
     /// Feeds bytes from the peer; returns how many were consumed. Bytes after
     /// the peer's `Exchange` are not consumed: they belong to the next layer.
+    #[must_use]
     pub fn handle_read(&mut self, data: &[u8]) -> usize {
         if self.finished {
             return 0;
@@ -219,6 +220,7 @@ impl Handshake {
     }
 
     /// Appends bytes to send to `out`; returns how many.
+    #[must_use]
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
         let n = self.out.len();
         out.append(&mut self.out);
@@ -226,6 +228,7 @@ impl Handshake {
     }
 
     /// The outcome, once.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.event.take()
     }
@@ -273,8 +276,8 @@ mod tests {
             let mut d = Handshake::new(&a, Some(b.to_peer_id()));
             let mut l = Handshake::new(&b, None);
             let (mut ab, mut ba) = (Vec::new(), Vec::new());
-            d.poll_transmit(&mut ab);
-            l.poll_transmit(&mut ba);
+            let _ = d.poll_transmit(&mut ab);
+            let _ = l.poll_transmit(&mut ba);
             ab.extend_from_slice(b"/multistream/1.0.0");
             let (used, ev) = run(&mut l, &ab, chunk);
             assert_eq!(&ab[used..], b"/multistream/1.0.0");

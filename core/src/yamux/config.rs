@@ -2,7 +2,7 @@
 
 use core::time::Duration;
 
-use super::error::ConfigError;
+use super::error::SessionConfigError;
 use super::frame::DEFAULT_WINDOW;
 
 /// Every limit of a [`Session`](super::Session), with the reference defaults
@@ -84,7 +84,7 @@ impl Default for Config {
 
 impl Config {
     /// Checks that the values make sense together.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), SessionConfigError> {
         let nonzero = [
             ("max_streams", self.max_streams),
             ("ack_backlog", self.ack_backlog),
@@ -97,39 +97,41 @@ impl Config {
         ];
         for (name, value) in nonzero {
             if value == 0 {
-                return Err(ConfigError::Zero(name));
+                return Err(SessionConfigError::Zero(name));
             }
         }
         if self.initial_window < DEFAULT_WINDOW {
-            return Err(ConfigError::InitialWindowTooSmall(self.initial_window));
+            return Err(SessionConfigError::InitialWindowTooSmall(
+                self.initial_window,
+            ));
         }
         if self.max_window < self.initial_window {
-            return Err(ConfigError::MaxWindowBelowInitial {
+            return Err(SessionConfigError::MaxWindowBelowInitial {
                 max: self.max_window,
                 initial: self.initial_window,
             });
         }
         let needed = u64::from(self.initial_window).saturating_mul(self.max_streams as u64);
         if self.receive_budget < needed {
-            return Err(ConfigError::BudgetTooSmall {
+            return Err(SessionConfigError::BudgetTooSmall {
                 budget: self.receive_budget,
                 needed,
             });
         }
         if self.max_frame_body < 16 * 1024 {
-            return Err(ConfigError::FrameBodyTooSmall(self.max_frame_body));
+            return Err(SessionConfigError::FrameBodyTooSmall(self.max_frame_body));
         }
         if self.split_send_size > self.max_frame_body {
-            return Err(ConfigError::SplitAboveFrameBody {
+            return Err(SessionConfigError::SplitAboveFrameBody {
                 split: self.split_send_size,
                 max_body: self.max_frame_body,
             });
         }
         if self.keepalive_interval == Some(Duration::ZERO) {
-            return Err(ConfigError::ZeroKeepAlive);
+            return Err(SessionConfigError::ZeroKeepAlive);
         }
         if self.ping_timeout.is_zero() {
-            return Err(ConfigError::ZeroPingTimeout);
+            return Err(SessionConfigError::ZeroPingTimeout);
         }
         Ok(())
     }
@@ -151,38 +153,41 @@ mod tests {
             f(&mut c);
             c.validate().unwrap_err()
         };
-        assert_eq!(bad(|c| c.max_streams = 0), ConfigError::Zero("max_streams"));
+        assert_eq!(
+            bad(|c| c.max_streams = 0),
+            SessionConfigError::Zero("max_streams")
+        );
         assert_eq!(
             bad(|c| c.split_send_size = 0),
-            ConfigError::Zero("split_send_size")
+            SessionConfigError::Zero("split_send_size")
         );
         assert_eq!(
             bad(|c| c.initial_window = 1000),
-            ConfigError::InitialWindowTooSmall(1000)
+            SessionConfigError::InitialWindowTooSmall(1000)
         );
         assert!(matches!(
             bad(|c| c.max_window = DEFAULT_WINDOW + 1 - 2),
-            ConfigError::MaxWindowBelowInitial { .. }
+            SessionConfigError::MaxWindowBelowInitial { .. }
         ));
         assert!(matches!(
             bad(|c| c.receive_budget = 1),
-            ConfigError::BudgetTooSmall { .. }
+            SessionConfigError::BudgetTooSmall { .. }
         ));
         assert!(matches!(
             bad(|c| c.split_send_size = 2 << 20),
-            ConfigError::SplitAboveFrameBody { .. }
+            SessionConfigError::SplitAboveFrameBody { .. }
         ));
         assert_eq!(
             bad(|c| c.max_frame_body = 100),
-            ConfigError::FrameBodyTooSmall(100)
+            SessionConfigError::FrameBodyTooSmall(100)
         );
         assert_eq!(
             bad(|c| c.keepalive_interval = Some(Duration::ZERO)),
-            ConfigError::ZeroKeepAlive
+            SessionConfigError::ZeroKeepAlive
         );
         assert_eq!(
             bad(|c| c.ping_timeout = Duration::ZERO),
-            ConfigError::ZeroPingTimeout
+            SessionConfigError::ZeroPingTimeout
         );
     }
 }

@@ -42,7 +42,7 @@ pub enum FrameError {
 /// Why a [`Config`](super::Config) was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum SessionConfigError {
     /// A limit that must be at least 1 is 0 (the field is named).
     #[error("`{0}` must be at least 1")]
     Zero(&'static str),
@@ -211,7 +211,7 @@ pub enum ResetError {
 /// Why [`Session::ping`](super::Session::ping) refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum PingError {
+pub enum SessionPingError {
     /// `max_outstanding_pings` of our pings await their pong.
     #[error("too many pings outstanding")]
     TooManyOutstanding,

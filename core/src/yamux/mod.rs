@@ -63,8 +63,8 @@ mod stream;
 
 pub use config::Config;
 pub use error::{
-    AcceptError, CloseError, ConfigError, ConnectionError, FrameError, GoAwayError, OpenError,
-    PingError, ReadError, ResetError, WriteError,
+    AcceptError, CloseError, ConnectionError, FrameError, GoAwayError, OpenError, ReadError,
+    ResetError, SessionConfigError, SessionPingError, WriteError,
 };
 pub use frame::{
     FrameType, GoAwayCode, Handshake, Header, PingKind, StreamFlags, StreamId, DEFAULT_WINDOW,

@@ -10,8 +10,8 @@ use smallvec::SmallVec;
 
 use super::config::Config;
 use super::error::{
-    AcceptError, CloseError, ConfigError, ConnectionError, GoAwayError, OpenError, PingError,
-    ReadError, ResetError, WriteError,
+    AcceptError, CloseError, ConnectionError, GoAwayError, OpenError, ReadError, ResetError,
+    SessionConfigError, SessionPingError, WriteError,
 };
 use super::flow::RecvWindow;
 use super::frame::{
@@ -239,7 +239,7 @@ pub struct Session {
 impl Session {
     /// A new session. It queues one ping at once so the RTT (which drives
     /// window auto-tuning) is known early.
-    pub fn new(now: Instant, role: Role, config: Config) -> Result<Session, ConfigError> {
+    pub fn new(now: Instant, role: Role, config: Config) -> Result<Session, SessionConfigError> {
         config.validate()?;
         let mut s = Session {
             role,
@@ -750,12 +750,12 @@ impl Session {
     }
 
     /// Sends a ping; its [`Event::Pong`] reports the round-trip time.
-    pub fn ping(&mut self) -> Result<(), PingError> {
+    pub fn ping(&mut self) -> Result<(), SessionPingError> {
         if self.closed {
-            return Err(PingError::SessionClosed);
+            return Err(SessionPingError::SessionClosed);
         }
         if self.pings.iter().filter(|p| p.user).count() >= self.config.max_outstanding_pings {
-            return Err(PingError::TooManyOutstanding);
+            return Err(SessionPingError::TooManyOutstanding);
         }
         self.queue_ping(true);
         Ok(())
@@ -794,6 +794,7 @@ impl Session {
     /// are cut to fit), and returns how many bytes were appended. Copies the
     /// payload once more than [`poll_transmit`](Self::poll_transmit); call
     /// until it returns 0.
+    #[must_use]
     pub fn poll_transmit_into(&mut self, now: Instant, out: &mut Vec<u8>, max: usize) -> usize {
         self.advance(now);
         let start = out.len();

@@ -109,7 +109,7 @@ impl Sim {
         self.drain();
     }
 
-    fn fail(&mut self, a: &str, e: AttemptError) {
+    fn fail(&mut self, a: &str, e: FailureClass) {
         let id = self.attempt_for(a);
         self.d.handle_dial_failed(self.now, id, e).unwrap();
         self.drain();
@@ -166,7 +166,7 @@ fn first_quic_address_hangs_while_the_second_succeeds() {
     // A late result for the cancelled attempt is refused.
     let late = s.attempt_for(Q6);
     assert_eq!(
-        s.d.handle_dial_failed(s.now, late, AttemptError::Timeout),
+        s.d.handle_dial_failed(s.now, late, FailureClass::Timeout),
         Err(DialerError::UnknownAttempt(late))
     );
     assert!(s.d.poll_timeout().is_none());
@@ -179,7 +179,7 @@ fn a_silent_attempt_times_out_and_the_next_batch_follows() {
     s.at(250);
     // Q4 refused at 300 ms (backed off): nothing new to dial, Q6 keeps going.
     s.at(300);
-    s.fail(Q4, AttemptError::Refused);
+    s.fail(Q4, FailureClass::Refused);
     assert!(s.d.backoff().is_backed_off(s.now, &peer(1), &addr(Q4)));
     s.at(14_999);
     assert!(s.cancelled().is_empty());
@@ -192,7 +192,7 @@ fn a_silent_attempt_times_out_and_the_next_batch_follows() {
     assert_eq!(
         err.errors,
         vec![
-            (addr(Q4), AddrFailure::Attempt(AttemptError::Refused)),
+            (addr(Q4), AddrFailure::Attempt(FailureClass::Refused)),
             (addr(Q6), AddrFailure::TimedOut)
         ]
     );
@@ -240,7 +240,7 @@ fn a_tcp_handshake_holds_the_next_batch() {
     s.at(200);
     s.connected(T6);
     s.at(300);
-    s.fail(T6, AttemptError::Upgrade);
+    s.fail(T6, FailureClass::Upgrade);
     assert_eq!(s.dials(), vec![(0, addr(T6)), (300, addr(T4))]);
 
     // A private handshake holds nothing.
@@ -284,7 +284,7 @@ fn ten_concurrent_requests_join_one_worker() {
 fn a_joining_request_sees_earlier_failures_and_new_addresses() {
     let mut s = Sim::new();
     let r1 = s.dial(1, &[Q4], DialOpts::default());
-    s.fail(Q4, AttemptError::Refused);
+    s.fail(Q4, FailureClass::Refused);
     assert!(s.result(r1).1.is_err());
     // The worker ended with r1; a new request starts afresh (Q4 now backed off).
     let r2 = s.dial(1, &[Q4], DialOpts::default());
@@ -294,20 +294,20 @@ fn a_joining_request_sees_earlier_failures_and_new_addresses() {
     // Within one worker: r3 waits on T4 while Q6 fails; r4 lists Q6 (failed)
     // and T6 (new).
     let r3 = s.dial(2, &[Q6, T4], DialOpts::default());
-    s.fail(Q6, AttemptError::Unreachable);
+    s.fail(Q6, FailureClass::Unreachable);
     assert_eq!(s.dials().last().unwrap().1, addr(T4));
     let r4 = s.dial(2, &[Q6, T6], DialOpts::default());
     // T6 ranks 250 ms after the worker's start, and T4 is in flight.
     assert_eq!(s.dials().last().unwrap().1, addr(T4));
     s.at(250);
     assert_eq!(s.dials().last().unwrap(), &(250, addr(T6)));
-    s.fail(T6, AttemptError::Refused);
+    s.fail(T6, FailureClass::Refused);
     let err = s.result(r4).1.unwrap_err();
     assert_eq!(
         err.errors,
         vec![
-            (addr(Q6), AddrFailure::Attempt(AttemptError::Unreachable)),
-            (addr(T6), AddrFailure::Attempt(AttemptError::Refused))
+            (addr(Q6), AddrFailure::Attempt(FailureClass::Unreachable)),
+            (addr(T6), AddrFailure::Attempt(FailureClass::Refused))
         ]
     );
     s.succeed(T4, 5);
@@ -318,7 +318,7 @@ fn a_joining_request_sees_earlier_failures_and_new_addresses() {
 fn backoff_skips_addresses_unless_forced() {
     let mut s = Sim::new();
     let r = s.dial(1, &[T4], DialOpts::default());
-    s.fail(T4, AttemptError::Refused);
+    s.fail(T4, FailureClass::Refused);
     assert!(s.result(r).1.is_err());
     let r = s.dial(1, &[T4], DialOpts::default());
     assert_eq!(s.dials().len(), 1, "backed-off address not dialed");
@@ -340,7 +340,7 @@ fn backoff_skips_addresses_unless_forced() {
     );
     // After 5 s the backoff is over anyway.
     let r = s.dial(2, &[T4], DialOpts::default());
-    s.fail(T4, AttemptError::Refused);
+    s.fail(T4, FailureClass::Refused);
     assert!(s.result(r).1.is_err());
     s.at(5_000);
     s.dial(2, &[T4], DialOpts::default());
@@ -373,7 +373,7 @@ fn black_holed_udp_addresses_are_refused_and_listed() {
     let mut s = Sim::new();
     for p in 1..=100 {
         let r = s.dial(p, &[Q4], DialOpts::default());
-        s.fail(Q4, AttemptError::Timeout);
+        s.fail(Q4, FailureClass::Timeout);
         assert!(s.result(r).1.is_err());
     }
     assert_eq!(
@@ -383,13 +383,13 @@ fn black_holed_udp_addresses_are_refused_and_listed() {
     let r = s.dial(200, &[Q4, T4], DialOpts::default());
     // TCP is dialed at once (nothing else left), QUIC is refused.
     assert_eq!(s.dials().last().unwrap().1, addr(T4));
-    s.fail(T4, AttemptError::Refused);
+    s.fail(T4, FailureClass::Refused);
     let err = s.result(r).1.unwrap_err();
     assert_eq!(
         err.errors,
         vec![
             (addr(Q4), AddrFailure::BlackHoled),
-            (addr(T4), AddrFailure::Attempt(AttemptError::Refused))
+            (addr(T4), AddrFailure::Attempt(FailureClass::Refused))
         ]
     );
     // A UDP-only request while blocked has no good address.
@@ -409,7 +409,7 @@ fn the_per_peer_limit_queues_dials() {
     assert_eq!(s.dials().len(), 8);
     assert_eq!(s.d.attempts(), 12);
     assert_eq!(s.d.attempts_running(), 8);
-    s.fail(refs[0], AttemptError::Refused);
+    s.fail(refs[0], FailureClass::Refused);
     assert_eq!(s.dials().len(), 9);
     assert_eq!(s.dials().last().unwrap().1, addr(refs[8]));
     s.succeed(refs[8], 1);
