@@ -3,7 +3,7 @@
 //! libp2p's connection machinery as pure state machines: no sockets, no
 //! clocks, no threads and no global randomness. Bytes, timer expiries and
 //! dial results go in; bytes to write, actions and events come out. Adapters
-//! for mio, smol and async-std bind the machines to real sockets.
+//! for tokio, smol, async-std and mio bind the machines to real sockets.
 //!
 //! ## The shape of every machine
 //!
@@ -15,8 +15,17 @@
 //! 4. outputs, drained until empty: `poll_transmit` (bytes to write),
 //!    `poll_event` (what happened), `poll_timeout` (when to wake it).
 //!
+//! 5. composites (the node) also offer one `poll_output` that yields all
+//!    of the above in turn and ends with the timeout.
+//!
 //! **When to call again:** after any input or command, drain the outputs
 //! until they are empty, then sleep until `poll_timeout()` or new input.
+//!
+//! **Time, one rule:** inputs and commands that depend on time take
+//! `now: Instant` as their first argument after `self`; a machine keeps the
+//! latest `now` it saw and never moves backwards (an older `now` counts as
+//! the latest). Constructors take `now` first when they need it, then the
+//! role or identity, then the configuration.
 //!
 //! ## Example: multistream-select in memory
 //!

@@ -52,7 +52,7 @@ impl Node {
         addrs: Vec<Vec<u8>>,
         opts: dial::DialOpts,
     ) -> Result<DialId, DialError> {
-        self.now = now;
+        let now = self.tick(now);
         let named = peer.or_else(|| addrs.iter().find_map(|a| addr_peer(a)));
         if named == Some(self.local_peer) {
             return Err(DialError::DialSelf);

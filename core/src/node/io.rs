@@ -149,7 +149,7 @@ impl Node {
     /// given up on takes and drops everything.
     #[must_use = "bytes not taken must be offered again"]
     pub fn handle_read(&mut self, now: Instant, conn: ConnectionId, data: &[u8]) -> usize {
-        self.now = now;
+        let now = self.tick(now);
         let room = self.config.io.read_buffer;
         let Some(c) = self.conns.get_mut(&conn) else {
             return data.len();
@@ -179,7 +179,7 @@ impl Node {
     /// The peer closed its sending side of `conn` (end of file). Input
     /// still held is handed on first.
     pub fn handle_read_closed(&mut self, now: Instant, conn: ConnectionId) {
-        self.now = now;
+        let now = self.tick(now);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -199,7 +199,7 @@ impl Node {
     /// The socket of `conn` failed or was closed under us: the node drops
     /// the connection at once (no [`Action::Close`] follows).
     pub fn handle_connection_closed(&mut self, now: Instant, conn: ConnectionId) {
-        self.now = now;
+        self.tick(now);
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
@@ -220,7 +220,7 @@ impl Node {
     /// prefix of them, then report it with
     /// [`handle_written`](Self::handle_written).
     pub fn transmit_buffer(&mut self, now: Instant, conn: ConnectionId) -> &[u8] {
-        self.now = now;
+        let now = self.tick(now);
         self.fill_output(now, conn);
         match self.conns.get(&conn) {
             Some(c) => c.io.pending(),
@@ -231,7 +231,7 @@ impl Node {
     /// The socket took the first `n` bytes of
     /// [`transmit_buffer`](Self::transmit_buffer).
     pub fn handle_written(&mut self, now: Instant, conn: ConnectionId, n: usize) {
-        self.now = now;
+        let now = self.tick(now);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };

@@ -1,28 +1,33 @@
 //! The node: every connection and stream of one libp2p host, composed from
 //! the machines of this crate, with no I/O of its own.
 //!
-//! An adapter owns sockets and one timer and translates:
+//! An adapter owns sockets and one timer. It drains
+//! [`Node::poll_output`] after every input or command and maps each output
+//! to a syscall; the per-connection I/O contract (buffers, backpressure,
+//! flush, FIN, linger, write stall) is the node's own ([`io`] docs):
 //!
-//! | adapter sees | it calls |
+//! | output or readiness | the adapter |
 //! | --- | --- |
 //! | [`Action::Listen`] | binds, then [`Node::handle_listening`] or [`Node::handle_listen_failed`] |
-//! | a socket accepted | [`Node::handle_inbound`] |
+//! | a socket accepted | [`Node::handle_inbound`] (on `Err`, drops the socket) |
 //! | [`Action::Connect`] | connects, then [`Node::handle_connected`] or [`Node::handle_connect_failed`] |
-//! | bytes read | [`Node::handle_read`] (it returns how many were taken: keep the rest) |
+//! | socket readable, or [`Output::Receive`] | reads at most [`Node::read_capacity`] bytes into [`Node::handle_read`] (0: stop reading) |
 //! | end of file / socket error | [`Node::handle_read_closed`] / [`Node::handle_connection_closed`] |
-//! | [`Node::poll_wants_write`] names a connection | [`Node::poll_transmit`] until it returns 0, writing the bytes |
-//! | [`Action::Close`] | flushes `poll_transmit` for it, closes the socket, calls [`Node::handle_connection_closed`] |
-//! | the timer at [`Node::poll_timeout`] | [`Node::handle_timeout`] |
+//! | [`Output::Transmit`], or socket writable | writes [`Node::transmit_buffer`], reports [`Node::handle_written`], until empty or blocked |
+//! | [`Action::CloseWrite`] | shuts the socket's sending side (FIN), keeps reading |
+//! | [`Action::Close`] | drops the socket |
+//! | [`Output::Timeout`] | sleeps until then, then [`Node::handle_timeout`] |
+//! | [`Output::Event`] | hands it to the application |
 //!
-//! and hands [`Event`]s to the application, whose commands
-//! ([`Node::dial`], [`Node::open_stream`], [`Node::stream_write`], ...) go
-//! straight to the node.
+//! The application's commands ([`Node::dial`], [`Node::open_stream`],
+//! [`Node::stream_write`], ...) go straight to the node.
 //!
-//! **When to call again:** after any input or command, drain
-//! [`poll_action`](Node::poll_action), [`poll_event`](Node::poll_event) and
-//! [`poll_wants_write`](Node::poll_wants_write) (then `poll_transmit` for each
-//! connection named) until all are empty; then sleep until
-//! [`poll_timeout`](Node::poll_timeout) or new input.
+//! **When to call again:** after any input or command, call
+//! [`poll_output`](Node::poll_output) until it returns
+//! [`Output::Timeout`]; then sleep until that moment or new input.
+//!
+//! **Time:** every input and command takes `now`; the node keeps the latest
+//! and never goes back (an earlier `now` is treated as the latest one).
 //!
 //! Per connection the node runs the [`upgrade`] pipeline (multistream-select,
 //! noise or plaintext, multistream-select, yamux), then a yamux session over
@@ -354,7 +359,7 @@ impl Node {
 
     /// A listener is bound.
     pub fn handle_listening(&mut self, now: Instant, listener: ListenerId, addr: Vec<u8>) {
-        self.now = now;
+        self.tick(now);
         if !self.listen_addrs.contains(&addr) {
             self.listen_addrs.push(addr.clone());
             self.push_identify();
@@ -364,7 +369,7 @@ impl Node {
 
     /// A listener could not be bound.
     pub fn handle_listen_failed(&mut self, now: Instant, listener: ListenerId) {
-        self.now = now;
+        self.tick(now);
         self.events.push_back(Event::ListenFailed { listener });
     }
 
@@ -374,7 +379,7 @@ impl Node {
         now: Instant,
         remote_addr: Vec<u8>,
     ) -> Result<ConnectionId, InboundError> {
-        self.now = now;
+        let now = self.tick(now);
         if self.conns.len() >= self.config.max_connections {
             return Err(InboundError::ConnectionLimit);
         }
@@ -407,7 +412,7 @@ impl Node {
     /// done and the upgrade starts, which the dialer's hold rule needs).
     /// For a connection the node has given up on, it asks to close it.
     pub fn handle_connected(&mut self, now: Instant, conn: ConnectionId) {
-        self.now = now;
+        let now = self.tick(now);
         let Some(c) = self.conns.get_mut(&conn) else {
             // Cancelled while connecting: the adapter still has a socket.
             self.actions.push_back(Action::Close { conn });
@@ -447,13 +452,13 @@ impl Node {
         conn: ConnectionId,
         error: TransportError,
     ) {
-        self.now = now;
+        self.tick(now);
         self.attempt_failed(conn, AttemptError::Transport(error));
     }
 
     /// Timers due at `now` fire. Safe to call at any time.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = now;
+        let now = self.tick(now);
         while let Some(&(at, key)) = self.timers.first() {
             if at > now {
                 break;
@@ -508,6 +513,12 @@ impl Node {
     }
 
     // ------------------------------------------------------------ internals
+
+    /// Takes `now` from an input or command; time never goes backwards.
+    fn tick(&mut self, now: Instant) -> Instant {
+        self.now = self.now.max(now);
+        self.now
+    }
 
     fn fresh_id(&mut self) -> u64 {
         let id = self.next_id;

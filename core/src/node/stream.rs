@@ -123,7 +123,7 @@ impl Node {
         I: IntoIterator<Item = P>,
         P: Into<ProtocolName>,
     {
-        self.now = now;
+        self.tick(now);
         let protocols: Vec<ProtocolName> = protocols.into_iter().map(Into::into).collect();
         let conn = self
             .best_connection(&peer)
@@ -146,7 +146,7 @@ impl Node {
     /// Pings `peer` on a new stream; [`Event::PingSuccess`] with the round
     /// trip time or [`Event::PingFailed`] follows.
     pub fn ping(&mut self, now: Instant, peer: PeerId) -> Result<PingId, PingError> {
-        self.now = now;
+        let now = self.tick(now);
         let conn = self.best_connection(&peer).ok_or(PingError::NotConnected)?;
         let ping = PingId(self.fresh_id());
         match self.open_builtin_checked(conn, Builtin::Ping(ping)) {
@@ -176,7 +176,7 @@ impl Node {
         stream: StreamHandle,
         buf: &mut [u8],
     ) -> Result<usize, StreamError> {
-        self.now = now;
+        self.tick(now);
         let (_, st) = self.stream_parts(stream)?;
         if !matches!(st.kind, Kind::User) {
             return Err(StreamError::NotOpen);
@@ -217,7 +217,7 @@ impl Node {
         stream: StreamHandle,
         data: &[u8],
     ) -> Result<usize, StreamError> {
-        self.now = now;
+        self.tick(now);
         let (_, st) = self.stream_parts(stream)?;
         if !matches!(st.kind, Kind::User) || !st.user_visible {
             return Err(StreamError::NotOpen);
@@ -244,7 +244,7 @@ impl Node {
 
     /// Closes our sending side (FIN); reading goes on until the peer closes.
     pub fn stream_close(&mut self, now: Instant, stream: StreamHandle) -> Result<(), StreamError> {
-        self.now = now;
+        self.tick(now);
         let (session, st) = self.stream_parts(stream)?;
         // A lazy stream holds its FIN until the peer confirmed the protocol:
         // js-libp2p misses a close that arrives, with the proposal and the
@@ -266,7 +266,7 @@ impl Node {
     /// is freed once the peer closes too. For handles dropped without reading
     /// to the end.
     pub fn stream_detach(&mut self, now: Instant, stream: StreamHandle) {
-        self.now = now;
+        self.tick(now);
         let Ok((session, st)) = self.stream_parts(stream) else {
             return;
         };
@@ -284,7 +284,7 @@ impl Node {
 
     /// Resets a stream (RST); it is gone at once.
     pub fn stream_reset(&mut self, now: Instant, stream: StreamHandle) {
-        self.now = now;
+        self.tick(now);
         self.reset_stream(stream);
     }
 
@@ -583,6 +583,12 @@ impl Node {
                         } else {
                             self.stream_gone(stream, st);
                         }
+                    }
+                }
+                yamux::Event::StreamsAvailable => {
+                    if let Some(peer) = c.peer {
+                        self.events
+                            .push_back(Event::StreamsAvailable { conn, peer });
                     }
                 }
                 yamux::Event::Closed { error } => {

@@ -1267,3 +1267,30 @@ fn a_stream_proposal_flood_is_pushed_back() {
         "{written} bytes of proposals taken from a dialer that never reads"
     );
 }
+
+/// A refused `open_stream` (ACK backlog full) can be retried on a signal.
+#[test]
+fn a_refused_open_is_followed_by_streams_available() {
+    let mut net = Net::new(2);
+    net.nodes[0].config.yamux.ack_backlog = 2;
+    net.nodes[1].register_protocol(ECHO).unwrap();
+    let conn = net.connect(0, 1);
+    let b = net.peer(1);
+    // Identify is done: its streams are gone; two opens fill the backlog.
+    let mut refused = false;
+    for _ in 0..3 {
+        match net.nodes[0].open_stream(net.now, b, [ECHO]) {
+            Ok(_) => {}
+            Err(OpenStreamError::Yamux(yamux::OpenError::AckBacklogFull)) => refused = true,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(refused, "the third open is refused");
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(
+            0,
+            |e| matches!(e, Event::StreamsAvailable { conn: c, peer } if *c == conn && *peer == b),
+        )
+    });
+    assert!(net.nodes[0].open_stream(net.now, b, [ECHO]).is_ok());
+}

@@ -578,6 +578,14 @@ pub enum Event {
         /// The stream.
         stream: StreamHandle,
     },
+    /// An [`Node::open_stream`] to this connection's peer was refused for
+    /// lack of room (yamux's ACK backlog or stream limit); it may succeed now.
+    StreamsAvailable {
+        /// The connection that has room again.
+        conn: ConnectionId,
+        /// Its peer.
+        peer: PeerId,
+    },
     /// A ping came back.
     PingSuccess {
         /// The request.
