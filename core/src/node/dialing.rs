@@ -204,11 +204,7 @@ impl Node {
         let expected = c.expected;
         if matches!(error, AttemptError::Transport(_)) {
             // The connect failed: the adapter holds no socket.
-            if let Some(c) = self.conns.remove(&conn) {
-                if let Some(t) = c.timer {
-                    self.timers.remove(&(t, TimerKey::Conn(conn)));
-                }
-            }
+            self.forget(conn);
         } else {
             self.shut(conn, super::CloseReason::Local);
         }

@@ -207,11 +207,7 @@ impl Node {
             self.upgrade_failed(conn, AttemptError::Closed);
         }
         self.shut(conn, CloseReason::Transport);
-        if let Some(c) = self.conns.remove(&conn) {
-            if let Some(t) = c.timer {
-                self.timers.remove(&(t, TimerKey::Conn(conn)));
-            }
-        }
+        self.forget(conn);
     }
 
     // ------------------------------------------------------------ writing
@@ -470,6 +466,7 @@ impl Node {
         let now = self.now;
         let limit = self.config.io.write_buffer;
         let flush = self.config.io.close_flush_timeout;
+        self.end_admission(conn);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -477,10 +474,7 @@ impl Node {
             ConnState::Closed => return,
             ConnState::Connecting => {
                 // No socket yet, or one still connecting: nothing to flush.
-                if let Some(t) = c.timer {
-                    self.timers.remove(&(t, TimerKey::Conn(conn)));
-                }
-                self.conns.remove(&conn);
+                self.forget(conn);
                 self.actions.push_back(Action::Close { conn });
                 return;
             }
@@ -563,11 +557,35 @@ impl Node {
 
     /// The socket can go: [`Action::Close`], and the node forgets `conn`.
     fn release(&mut self, conn: ConnectionId) {
-        if let Some(c) = self.conns.remove(&conn) {
-            if let Some(t) = c.timer {
-                self.timers.remove(&(t, TimerKey::Conn(conn)));
-            }
+        if self.forget(conn) {
             self.actions.push_back(Action::Close { conn });
+        }
+    }
+
+    /// Drops `conn` and everything that counts it (timer, inbound limits).
+    /// Returns whether it existed.
+    pub(super) fn forget(&mut self, conn: ConnectionId) -> bool {
+        self.end_admission(conn);
+        let Some(c) = self.conns.remove(&conn) else {
+            return false;
+        };
+        if let Some(t) = c.timer {
+            self.timers.remove(&(t, TimerKey::Conn(conn)));
+        }
+        if let Some(ip) = c.counted_ip {
+            self.inbound.leave(ip);
+        }
+        true
+    }
+
+    /// An inbound connection's upgrade is over (done or given up): it no
+    /// longer counts as pending; its subnets count until it is forgotten.
+    pub(super) fn end_admission(&mut self, conn: ConnectionId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if let Some(ip) = c.admitted.take() {
+                c.counted_ip = ip;
+                self.inbound.upgraded();
+            }
         }
     }
 

@@ -38,6 +38,7 @@
 
 mod dialing;
 mod io;
+mod limits;
 mod stream;
 mod types;
 pub mod upgrade;
@@ -86,6 +87,11 @@ struct Conn {
     negotiating_inbound: usize,
     /// Buffers and the close sequence (see [`io`]).
     io: io::ConnIo,
+    /// Inbound and still upgrading: counted in `max_pending`, with the IP
+    /// its subnets count (see [`limits`]).
+    admitted: Option<Option<core::net::IpAddr>>,
+    /// The IP an established inbound connection counts against.
+    counted_ip: Option<core::net::IpAddr>,
 }
 
 // The session is the steady state of every connection, so it stays inline;
@@ -157,6 +163,8 @@ pub struct Node {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     wants_write: VecDeque<ConnectionId>,
+    /// Inbound admission counts.
+    inbound: limits::InboundCounts,
     /// Connections whose input was held and that may be read again.
     resume: VecDeque<ConnectionId>,
     timers: BTreeSet<(Instant, TimerKey)>,
@@ -229,6 +237,7 @@ impl Node {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             wants_write: VecDeque::new(),
+            inbound: limits::InboundCounts::default(),
             resume: VecDeque::new(),
             timers: BTreeSet::new(),
         })
@@ -383,6 +392,7 @@ impl Node {
         if self.conns.len() >= self.config.max_connections {
             return Err(InboundError::ConnectionLimit);
         }
+        let counted_ip = self.inbound.admit(&self.config.inbound, &remote_addr)?;
         let conn = ConnectionId(self.fresh_id());
         let secrets = self.noise_secrets();
         let upgrade = upgrade::Upgrade::new(
@@ -403,6 +413,9 @@ impl Node {
                 Some(now + self.config.upgrade_timeout),
             ),
         );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.admitted = Some(counted_ip);
+        }
         self.flag_write(conn);
         self.reschedule(conn);
         Ok(conn)
@@ -634,6 +647,8 @@ impl Node {
             .expect("validated in Node::new");
         c.state = ConnState::Muxed(session);
         c.peer = Some(up.peer);
+        self.end_admission(conn);
+        let c = self.conns.get_mut(&conn).expect("caller holds it");
         c.deadline = None;
         let origin = core::mem::replace(&mut c.origin, Origin::Inbound);
         let endpoint = c.endpoint;
@@ -714,6 +729,8 @@ impl Conn {
             channel: upgrade::Channel::Clear,
             negotiating_inbound: 0,
             io: io::ConnIo::default(),
+            admitted: None,
+            counted_ip: None,
         }
     }
 }

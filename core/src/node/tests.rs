@@ -1294,3 +1294,98 @@ fn a_refused_open_is_followed_by_streams_available() {
     });
     assert!(net.nodes[0].open_stream(net.now, b, [ECHO]).is_ok());
 }
+
+fn tcp4(ip: [u8; 4]) -> Vec<u8> {
+    let mut a = vec![0x04];
+    a.extend_from_slice(&ip);
+    a.extend_from_slice(&[0x06, 0x0f, 0xa1]);
+    a
+}
+
+fn tcp6(ip: [u16; 8]) -> Vec<u8> {
+    let mut a = vec![0x29];
+    for part in ip {
+        a.extend_from_slice(&part.to_be_bytes());
+    }
+    a.extend_from_slice(&[0x06, 0x0f, 0xa1]);
+    a
+}
+
+/// js-libp2p's pending limit: at most 10 inbound upgrades at once; a slot
+/// frees when an upgrade ends.
+#[test]
+fn inbound_upgrades_in_progress_are_limited() {
+    let mut node = plaintext_node();
+    let now = Instant::ZERO;
+    let first = node.handle_inbound(now, tcp4([1, 0, 0, 1])).unwrap();
+    for i in 2..=10 {
+        node.handle_inbound(now, tcp4([1, 0, 0, i])).unwrap();
+    }
+    assert_eq!(
+        node.handle_inbound(now, tcp4([1, 0, 0, 11])),
+        Err(InboundError::PendingLimit)
+    );
+    // One upgrade finishes: its slot is free, the connection stays.
+    raw_peer(&mut node, now, first, Security::Plaintext);
+    assert!(node.handle_inbound(now, tcp4([1, 0, 0, 11])).is_ok());
+    assert_eq!(
+        node.handle_inbound(now, tcp4([1, 0, 0, 12])),
+        Err(InboundError::PendingLimit)
+    );
+    // The rest time out, become inert and free their slots at once.
+    node.handle_timeout(now + node.config().upgrade_timeout);
+    assert!(node.handle_inbound(now, tcp4([1, 0, 0, 12])).is_ok());
+}
+
+/// go-libp2p's per-subnet limits: 8 per IPv4 address, 8 per IPv6 /56, 64
+/// per IPv6 /48; loopback is exempt; a forgotten connection frees its place.
+#[test]
+fn inbound_connections_per_subnet_are_limited() {
+    let mut config = Config::new(Keypair::from_secret_bytes([1; 32]));
+    config.security = vec![Security::Plaintext];
+    config.inbound.max_pending = 1000;
+    let mut node = Node::new(Instant::ZERO, config).unwrap();
+    let now = Instant::ZERO;
+    let mut from_one = Vec::new();
+    for _ in 0..8 {
+        from_one.push(node.handle_inbound(now, tcp4([5, 6, 7, 8])).unwrap());
+    }
+    assert_eq!(
+        node.handle_inbound(now, tcp4([5, 6, 7, 8])),
+        Err(InboundError::SubnetLimit)
+    );
+    assert!(node.handle_inbound(now, tcp4([5, 6, 7, 9])).is_ok());
+    node.handle_connection_closed(now, from_one[0]);
+    assert!(node.handle_inbound(now, tcp4([5, 6, 7, 8])).is_ok());
+    for _ in 0..20 {
+        node.handle_inbound(now, tcp4([127, 0, 0, 1])).unwrap();
+    }
+    // IPv6: 8 per /56 ...
+    let in56 = |i: u16| tcp6([0x2001, 0xdb8, 0x0100, 0, 0, 0, 0, i]);
+    for i in 0..8 {
+        node.handle_inbound(now, in56(i)).unwrap();
+    }
+    assert_eq!(
+        node.handle_inbound(now, in56(99)),
+        Err(InboundError::SubnetLimit)
+    );
+    // ... and 64 per /48 across its /56s.
+    let mut in48 = 8;
+    for net56 in 2..=20u16 {
+        for i in 0..8 {
+            if in48 == 64 {
+                break;
+            }
+            node.handle_inbound(now, tcp6([0x2001, 0xdb8, 0x0100, net56 << 8, 0, 0, 0, i]))
+                .unwrap();
+            in48 += 1;
+        }
+    }
+    assert_eq!(
+        node.handle_inbound(now, tcp6([0x2001, 0xdb8, 0x0100, 0x3000, 0, 0, 0, 1])),
+        Err(InboundError::SubnetLimit)
+    );
+    assert!(node
+        .handle_inbound(now, tcp6([0x2001, 0xdb8, 0x0101, 0, 0, 0, 0, 1]))
+        .is_ok());
+}

@@ -115,6 +115,8 @@ pub struct Config {
     pub rng_seed: [u8; 32],
     /// Per-connection buffers and the close and write-stall deadlines.
     pub io: IoConfig,
+    /// Admission of inbound connections (pending upgrades, per subnet).
+    pub inbound: InboundLimits,
 }
 
 impl Config {
@@ -136,6 +138,7 @@ impl Config {
             ping_timeout: crate::protocols::ping::DEFAULT_TIMEOUT,
             rng_seed: [0; 32],
             io: IoConfig::default(),
+            inbound: InboundLimits::default(),
         }
     }
 }
@@ -363,6 +366,41 @@ pub enum InboundError {
     /// `max_connections` reached.
     #[error("connection limit reached")]
     ConnectionLimit,
+    /// `inbound.max_pending` connections are upgrading already.
+    #[error("too many inbound connections still upgrading")]
+    PendingLimit,
+    /// The remote's IP subnet holds as many connections as allowed.
+    #[error("connection limit for the remote's subnet reached")]
+    SubnetLimit,
+}
+
+/// Limits on inbound connections, checked by [`Node::handle_inbound`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InboundLimits {
+    /// Inbound connections still upgrading at once. Default 10
+    /// (js-libp2p's `maxIncomingPendingConnections`; rust-libp2p's
+    /// `max_pending_incoming` has none).
+    pub max_pending: usize,
+    /// Inbound connections from one IPv4 address. Default 8.
+    pub per_ipv4: usize,
+    /// Inbound connections from one IPv6 /56. Default 8.
+    pub per_ipv6_56: usize,
+    /// Inbound connections from one IPv6 /48. Default 64.
+    pub per_ipv6_48: usize,
+}
+
+impl Default for InboundLimits {
+    /// go-libp2p's resource-manager connection limits per subnet
+    /// (loopback is exempt), js-libp2p's pending limit.
+    fn default() -> Self {
+        InboundLimits {
+            max_pending: 10,
+            per_ipv4: 8,
+            per_ipv6_56: 8,
+            per_ipv6_48: 64,
+        }
+    }
 }
 
 /// A refused [`Node::register_protocol`].
