@@ -9,7 +9,7 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use sansp2p::dial::{
-    Action, Addr, FailureClass, AttemptId, ConnectionRef, DialOpts, Dialer, DialerConfig, Event,
+    Action, Addr, AttemptId, ConnectionRef, DialOpts, Dialer, DialerConfig, Event, FailureClass,
 };
 use sansp2p::time::Instant;
 use sansp2p::{Keypair, PeerId};

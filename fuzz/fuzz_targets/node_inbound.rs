@@ -6,27 +6,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use sansp2p::node::{Config, Node, Security};
-use sansp2p::security::plaintext;
 use sansp2p::time::Instant;
 use sansp2p::Keypair;
-
-fn prefix() -> Vec<u8> {
-    // What a well-behaved plaintext dialer sends up to the muxer choice.
-    let mut p = Vec::new();
-    let push = |p: &mut Vec<u8>, s: &str| {
-        p.push(s.len() as u8 + 1);
-        p.extend_from_slice(s.as_bytes());
-        p.push(b'\n');
-    };
-    push(&mut p, "/multistream/1.0.0");
-    push(&mut p, plaintext::PROTOCOL);
-    let body = plaintext::encode_exchange(&Keypair::from_secret_bytes([2; 32]).public());
-    p.push(body.len() as u8);
-    p.extend_from_slice(&body);
-    push(&mut p, "/multistream/1.0.0");
-    push(&mut p, "/yamux/1.0.0");
-    p
-}
+use sansp2p_fuzz::plaintext_upgrade_prefix;
 
 fn run(bytes: &[u8]) {
     let mut config = Config::new(Keypair::from_secret_bytes([1; 32]));
@@ -61,7 +43,7 @@ fn run(bytes: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     run(data);
-    let mut with_prefix = prefix();
+    let mut with_prefix = plaintext_upgrade_prefix();
     with_prefix.extend_from_slice(data);
     run(&with_prefix);
 });

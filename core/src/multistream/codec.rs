@@ -143,6 +143,7 @@ pub fn parse_ls_response(body: &[u8]) -> Result<Vec<&str>, MessageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::String;
     use alloc::vec;
 
     fn encoded(m: Message<'_>) -> Vec<u8> {
@@ -206,6 +207,69 @@ mod tests {
         );
         assert_eq!(
             parse_ls_response(b"\x03na\n\n"),
+            Err(MessageError::BadLsResponse)
+        );
+    }
+
+    // multistream-select 1.0.0 (github.com/multiformats/multistream-select,
+    // README "Listing"; REFERENCE.md): the answer to `ls` is ONE
+    // length-prefixed frame holding, per protocol, `uvarint(len) proto '\n'`
+    // (len counts the newline), then a final `\n`; the outer varint is the
+    // total size of all that. (The README's "ls example in detail" sketches
+    // an older shape with a protocol count; go-multistream and rust-libp2p
+    // send the one above, and so do we.) The vectors are written out by hand.
+    const LS_A_YAMUX: [u8; 20] = [
+        0x13, // body: 4 + 14 + 1 = 19 bytes
+        0x03, b'/', b'a', b'\n', // "/a": 2 + newline
+        0x0d, b'/', b'y', b'a', b'm', b'u', b'x', b'/', b'1', b'.', b'0', b'.', b'0',
+        b'\n', // "/yamux/1.0.0": 12 + newline
+        b'\n', // end of the list
+    ];
+
+    #[test]
+    fn ls_response_spec_bytes_are_encoded_exactly() {
+        let mut out = Vec::new();
+        encode_ls_response(["/a", "/yamux/1.0.0"], &mut out);
+        assert_eq!(out, LS_A_YAMUX);
+
+        // Nothing to list: a frame holding only the final newline.
+        let mut out = Vec::new();
+        encode_ls_response([], &mut out);
+        assert_eq!(out, [0x01, b'\n']);
+
+        // Multi-byte varints, inner and outer: a 140-byte name is an entry
+        // of 141 (8d 01) taking 2 + 141 bytes; the body is 144 (90 01).
+        let name: String = core::iter::once('/')
+            .chain(core::iter::repeat_n('x', 139))
+            .collect();
+        let mut expected = vec![0x90, 0x01, 0x8d, 0x01, b'/'];
+        expected.extend_from_slice(&[b'x'; 139]);
+        expected.extend_from_slice(b"\n\n");
+        let mut out = Vec::new();
+        encode_ls_response([name.as_str()], &mut out);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn ls_response_spec_bytes_are_parsed() {
+        // The outer prefix is a one-byte varint here: the body follows it.
+        assert_eq!(LS_A_YAMUX[0] as usize, LS_A_YAMUX.len() - 1);
+        assert_eq!(
+            parse_ls_response(&LS_A_YAMUX[1..]),
+            Ok(vec!["/a", "/yamux/1.0.0"])
+        );
+        assert_eq!(parse_ls_response(b"\n"), Ok(vec![]));
+        // A two-byte entry length (8d 01 = 141).
+        let mut body = vec![0x8d, 0x01, b'/'];
+        body.extend_from_slice(&[b'x'; 139]);
+        body.extend_from_slice(b"\n\n");
+        let names = parse_ls_response(&body).unwrap();
+        assert_eq!(names.len(), 1);
+        assert_eq!(names[0].len(), 140);
+        // Without the final newline the list is malformed, even though every
+        // entry is whole.
+        assert_eq!(
+            parse_ls_response(&LS_A_YAMUX[1..LS_A_YAMUX.len() - 1]),
             Err(MessageError::BadLsResponse)
         );
     }

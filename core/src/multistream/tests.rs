@@ -32,8 +32,8 @@ fn drive(dialer: &mut Negotiator, listener: &mut Negotiator, chunk: usize) -> (V
     let (mut to_l, mut to_d) = (Vec::new(), Vec::new());
     let (mut rest_d, mut rest_l) = (Vec::new(), Vec::new());
     loop {
-        dialer.poll_transmit(&mut to_l);
-        listener.poll_transmit(&mut to_d);
+        let _ = dialer.poll_transmit(&mut to_l);
+        let _ = listener.poll_transmit(&mut to_d);
         if to_l.is_empty() && to_d.is_empty() {
             return (rest_d, rest_l);
         }
@@ -60,7 +60,7 @@ fn drive(dialer: &mut Negotiator, listener: &mut Negotiator, chunk: usize) -> (V
 fn dialer_pipelines_header_and_first_proposal() {
     let mut d = Negotiator::dialer(["/yamux/1.0.0"]).unwrap();
     let mut out = Vec::new();
-    d.poll_transmit(&mut out);
+    let _ = d.poll_transmit(&mut out);
     let mut expected = msg(Message::Header);
     expected.extend(msg(Message::Protocol("/yamux/1.0.0")));
     assert_eq!(out, expected);
@@ -73,7 +73,7 @@ fn listener_answers_header_and_echo_in_one_write() {
     input.extend(msg(Message::Protocol("/yamux/1.0.0")));
     assert_eq!(l.handle_read(&input), input.len());
     let mut out = Vec::new();
-    l.poll_transmit(&mut out);
+    let _ = l.poll_transmit(&mut out);
     let mut expected = msg(Message::Header);
     expected.extend(msg(Message::Protocol("/yamux/1.0.0")));
     assert_eq!(out, expected);
@@ -168,7 +168,7 @@ fn lazy_dialer_reports_at_once_and_hands_back_data() {
         let mut l = Negotiator::listener(["/echo/1.0.0"]).unwrap();
         // The application writes right behind the proposal.
         let mut wire = Vec::new();
-        d.poll_transmit(&mut wire);
+        let _ = d.poll_transmit(&mut wire);
         wire.extend_from_slice(b"ping");
         let mut pos = 0;
         while !l.is_finished() {
@@ -177,7 +177,7 @@ fn lazy_dialer_reports_at_once_and_hands_back_data() {
         assert_eq!(&wire[pos..], b"ping");
         // And the listener's answer plus its data reaches the dialer.
         let mut back = Vec::new();
-        l.poll_transmit(&mut back);
+        let _ = l.poll_transmit(&mut back);
         back.extend_from_slice(b"pong");
         let mut pos = 0;
         while !d.is_finished() {
@@ -204,7 +204,7 @@ fn asking_listener_waits_for_the_application() {
     let mut d = Negotiator::dialer(["/one", "/two"]).unwrap();
     let mut l = Negotiator::listener_with(["/two"], true, Config::default()).unwrap();
     let mut wire = Vec::new();
-    d.poll_transmit(&mut wire);
+    let _ = d.poll_transmit(&mut wire);
     wire.extend_from_slice(b"extra"); // bytes the listener must not eat yet
     let n = l.handle_read(&wire);
     assert_eq!(&wire[n..], b"extra");
@@ -244,9 +244,9 @@ fn listener_answers_ls() {
     let mut l = Negotiator::listener(["/a", "/b/1"]).unwrap();
     let mut input = msg(Message::Header);
     input.extend(msg(Message::Ls));
-    l.handle_read(&input);
+    let _ = l.handle_read(&input);
     let mut out = Vec::new();
-    l.poll_transmit(&mut out);
+    let _ = l.poll_transmit(&mut out);
     let header = msg(Message::Header);
     assert_eq!(&out[..header.len()], &header[..]);
     let mut expected = Vec::new();
@@ -259,8 +259,31 @@ fn listener_answers_ls() {
     assert!(!l.is_finished());
 }
 
+// multistream-select 1.0.0 (github.com/multiformats/multistream-select,
+// README "Listing"; REFERENCE.md): `ls` is `03 6c 73 0a`; the listener
+// answers it with ONE frame: uvarint(total), then `uvarint(len) proto '\n'`
+// per protocol, then a final `\n`. Every byte below is written out by hand.
+#[test]
+fn listener_answers_ls_with_the_spec_bytes() {
+    let mut l = Negotiator::listener(["/a", "/yamux/1.0.0"]).unwrap();
+    let mut input = vec![0x13];
+    input.extend_from_slice(b"/multistream/1.0.0\n");
+    input.extend_from_slice(&[0x03, 0x6c, 0x73, 0x0a]);
+    assert_eq!(l.handle_read(&input), input.len());
+    let mut out = Vec::new();
+    let _ = l.poll_transmit(&mut out);
+
+    let mut expected = vec![0x13];
+    expected.extend_from_slice(b"/multistream/1.0.0\n");
+    expected.extend_from_slice(&[0x13, 0x03, b'/', b'a', b'\n', 0x0d]);
+    expected.extend_from_slice(b"/yamux/1.0.0\n\n");
+    assert_eq!(out, expected);
+    assert!(!l.is_finished());
+    assert_eq!(events(&mut l), vec![]);
+}
+
 fn fed(mut n: Negotiator, bytes: &[u8]) -> Vec<Event> {
-    n.handle_read(bytes);
+    let _ = n.handle_read(bytes);
     let ev = events(&mut n);
     assert!(n.is_finished(), "{ev:?}");
     ev
@@ -349,7 +372,12 @@ fn garbage_after_our_na_is_not_a_violation() {
     let mut input = msg(Message::Header);
     input.extend(msg(Message::Protocol("/zzz")));
     input.extend_from_slice(b"\x02\xff\xfe");
-    l.handle_read(&input);
+    // The listener reads no further while its `na` is unsent.
+    let n = l.handle_read(&input);
+    assert!(n < input.len());
+    let mut out = Vec::new();
+    let _ = l.poll_transmit(&mut out);
+    let _ = l.handle_read(&input[n..]);
     assert_eq!(
         events(&mut l),
         vec![
@@ -365,28 +393,28 @@ fn garbage_after_our_na_is_not_a_violation() {
 fn bad_configuration_is_refused_with_a_reason() {
     assert_eq!(
         Negotiator::dialer(Vec::<&'static str>::new()).unwrap_err(),
-        ConfigError::NoProtocols
+        NegotiatorConfigError::NoProtocols
     );
     assert_eq!(
         Negotiator::dialer(["yamux"]).unwrap_err(),
-        ConfigError::InvalidProtocol("yamux".into())
+        NegotiatorConfigError::InvalidProtocol("yamux".into())
     );
     assert_eq!(
         Negotiator::dialer(["/a\n"]).unwrap_err(),
-        ConfigError::InvalidProtocol("/a\n".into())
+        NegotiatorConfigError::InvalidProtocol("/a\n".into())
     );
     assert_eq!(
         Negotiator::dialer_with(["/a", "/b"], Config::lazy()).unwrap_err(),
-        ConfigError::LazyNeedsOneProtocol(2)
+        NegotiatorConfigError::LazyNeedsOneProtocol(2)
     );
     assert_eq!(
         Negotiator::listener_with(["/a"], false, Config::lazy()).unwrap_err(),
-        ConfigError::LazyListener
+        NegotiatorConfigError::LazyListener
     );
     let long = alloc::format!("/{}", "x".repeat(2000));
     assert!(matches!(
         Negotiator::listener([long]),
-        Err(ConfigError::InvalidProtocol(_))
+        Err(NegotiatorConfigError::InvalidProtocol(_))
     ));
 }
 

@@ -207,27 +207,53 @@ mod tests {
     #[test]
     fn emptied_chunks_are_reused_once_their_payloads_are_dropped() {
         let mut q = ByteQueue::default();
-        // Grow to full-size chunks.
-        for _ in 0..8 {
-            q.push(&[0; 40_000]);
-            while !q.is_empty() {
-                drop(q.split_front(usize::MAX));
-            }
+        // Chunk A, exactly full: the next bytes go into a chunk B of 2000.
+        q.push(&[1; 1_000]);
+        let a = q.chunks[0].as_ptr();
+        q.push(&[2; 10]);
+        assert_eq!(q.chunks.len(), 2);
+        assert_eq!(q.chunks[1].capacity(), 2_000);
+
+        // All of A handed out: A is emptied and kept as a spare, but `held`
+        // still shares its memory.
+        let held = q.split_front(usize::MAX);
+        assert_eq!(held.len(), 1_000);
+        assert_eq!((q.chunks.len(), q.spares.len()), (1, 1));
+
+        // B's last 1990 bytes of room, then 500 more need a new chunk: A is
+        // not reusable while `held` lives, so this is a fresh chunk C (4000).
+        q.push(&[3; 1_990 + 500]);
+        assert_eq!(q.chunks.len(), 2);
+        let c = q.chunks[1].as_ptr();
+        assert_ne!(c, a, "a spare still shared by a payload was reused");
+        assert_eq!(q.chunks[1].capacity(), 4_000);
+        assert_eq!(q.spares.len(), 1);
+        assert!(held.iter().all(|&b| b == 1), "held payload intact");
+        drop(held);
+
+        // Drain B (recycled: spares A and B) and C (kept: it is the last
+        // chunk and has 3500 bytes of room).
+        assert_eq!(q.split_front(usize::MAX).len(), 2_000);
+        assert_eq!(q.split_front(usize::MAX).len(), 500);
+        assert_eq!((q.chunks.len(), q.spares.len()), (1, 2));
+        assert_eq!(q.chunks[0].as_ptr(), c.wrapping_add(500), "C kept");
+
+        // C's room, then 600 more: spare A (the first and smallest that
+        // fits, its payload gone) is taken back from the start of its
+        // memory instead of allocating.
+        q.push(&[4; 3_500 + 600]);
+        assert_eq!(q.chunks.len(), 2);
+        assert_eq!(q.chunks[1].as_ptr(), a, "spare A reused in place");
+        // A fresh chunk would have been 8000 and left both spares in place.
+        assert_eq!(q.chunks[1].capacity(), 1_000);
+        assert_eq!(q.spares.len(), 1);
+
+        // The reused memory carries the new bytes.
+        let mut out = Vec::new();
+        while !q.is_empty() {
+            out.extend_from_slice(&q.split_front(usize::MAX));
         }
-        let before = q.capacity();
-        for _ in 0..100 {
-            q.push(&[7; 50_000]);
-            let mut taken = 0;
-            while !q.is_empty() {
-                taken += q.split_front(16_384).len();
-            }
-            assert_eq!(taken, 50_000);
-        }
-        assert!(
-            q.capacity() <= before.max(3 * CHUNK),
-            "no growth: {} vs {before}",
-            q.capacity()
-        );
+        assert_eq!(out, [4; 3_500 + 600]);
     }
 
     #[test]
