@@ -1389,3 +1389,54 @@ fn inbound_connections_per_subnet_are_limited() {
         .handle_inbound(now, tcp6([0x2001, 0xdb8, 0x0101, 0, 0, 0, 0, 1]))
         .is_ok());
 }
+
+/// Defect 4 (found in the futures-io binding, now the driver's rule): input
+/// the node pushed back is offered again after every write, and the peer's
+/// end of file is handed on only after it, so no ping of a burst that ends
+/// with FIN goes unanswered.
+#[test]
+fn held_input_is_answered_before_the_end_of_file() {
+    let mut node = plaintext_node();
+    let now = Instant::ZERO;
+    let conn = node.handle_inbound(now, tcp_addr(9)).unwrap();
+    raw_peer(&mut node, now, conn, Security::Plaintext);
+    const PINGS: u32 = 30_000;
+    let mut wire = Vec::new();
+    for v in 0..PINGS {
+        wire.extend_from_slice(&[0, 2, 0, 1, 0, 0, 0, 0]);
+        wire.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut sent = Vec::new();
+    let mut taken = 0;
+    let mut held_at_eof = 0;
+    while taken < wire.len() {
+        taken += node.handle_read(now, conn, &wire[taken..]);
+        if taken == wire.len() {
+            // The FIN right behind the last byte, while input is still held.
+            held_at_eof = usize::from(node.read_capacity(conn) == 0);
+            node.handle_read_closed(now, conn);
+        }
+        while node.poll_transmit(now, conn, &mut sent, 4096) > 0 {}
+    }
+    while node.poll_transmit(now, conn, &mut sent, 4096) > 0 {}
+    let mut pongs = Vec::new();
+    pongs_into(&sent, &mut pongs);
+    assert_eq!(held_at_eof, 1, "the test must end with input held");
+    assert_eq!(pongs.len(), PINGS as usize, "one pong per ping");
+    assert!(pongs.iter().copied().eq(0..PINGS), "in order");
+}
+
+/// The opaque values of the pong frames (Ping|ACK) in a stream of frames.
+fn pongs_into(frames: &[u8], pongs: &mut Vec<u32>) {
+    let mut at = 0;
+    while at + 12 <= frames.len() {
+        let h = &frames[at..at + 12];
+        let value = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+        at += 12;
+        match h[1] {
+            0 => at += value as usize,
+            2 if h[3] == 2 => pongs.push(value),
+            _ => {}
+        }
+    }
+}

@@ -505,9 +505,9 @@ impl Session {
         let incomplete = self.streams.values().any(|s| s.recv == Recv::Open);
         let error = (mid_frame || incomplete).then_some(ConnectionError::TransportClosed);
         self.closed = true;
-        self.ctrl.clear();
-        self.queued_pongs = 0;
-        self.queued_resets = 0;
+        // Control frames already queued (pongs to pings that arrived before
+        // the end of file) still go out: a peer that half-closed reads on.
+        // Stream frames do not: every stream is over.
         self.stream_ctrl.clear();
         self.data_q.clear();
         self.close_error = error.clone();
