@@ -428,3 +428,29 @@ fn finished_machine_ignores_further_input_and_eof() {
     d.handle_eof();
     assert_eq!(events(&mut d), vec![]);
 }
+
+#[test]
+fn a_listener_reads_no_further_while_an_answer_is_unsent() {
+    let mut l = Negotiator::listener(["/a"]).unwrap();
+    let mut out = Vec::new();
+    let _ = l.poll_transmit(&mut out);
+    let mut input = msg(Message::Header);
+    for _ in 0..1000 {
+        input.extend(msg(Message::Ls));
+        input.extend(msg(Message::Protocol("/zzz")));
+    }
+    let mut taken = 0;
+    let mut answers = 0;
+    while taken < input.len() {
+        let n = l.handle_read(&input[taken..]);
+        assert!(n > 0, "it reads again once the answer is taken");
+        // Nothing more is read until the answer is taken.
+        assert_eq!(l.handle_read(&input[taken + n..]), 0);
+        taken += n;
+        out.clear();
+        if l.poll_transmit(&mut out) > 0 {
+            answers += 1;
+        }
+    }
+    assert_eq!(answers, 2000, "one answer per message, each taken in turn");
+}

@@ -218,6 +218,8 @@ impl Node {
     pub fn transmit_buffer(&mut self, now: Instant, conn: ConnectionId) -> &[u8] {
         let now = self.tick(now);
         self.fill_output(now, conn);
+        // A fill may start the write-stall clock.
+        self.reschedule(conn);
         match self.conns.get(&conn) {
             Some(c) => c.io.pending(),
             None => &[],

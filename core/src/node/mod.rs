@@ -4,7 +4,7 @@
 //! An adapter owns sockets and one timer. It drains
 //! [`Node::poll_output`] after every input or command and maps each output
 //! to a syscall; the per-connection I/O contract (buffers, backpressure,
-//! flush, FIN, linger, write stall) is the node's own ([`io`] docs):
+//! flush, FIN, linger, write stall) is the node's own:
 //!
 //! | output or readiness | the adapter |
 //! | --- | --- |
@@ -36,6 +36,7 @@
 //! negotiates every stream with multistream-select against the protocols the
 //! application registered.
 
+mod builtin;
 mod dialing;
 mod io;
 mod limits;
@@ -182,13 +183,6 @@ impl fmt::Debug for Node {
             .finish_non_exhaustive()
     }
 }
-
-/// The protocols the node serves itself on every connection.
-const BUILTIN_PROTOCOLS: [&str; 3] = [
-    identify::PROTOCOL,
-    identify::PUSH_PROTOCOL,
-    crate::protocols::ping::PROTOCOL,
-];
 
 impl Node {
     /// A node with `config`, at time `now`.
@@ -671,7 +665,7 @@ impl Node {
     fn identify_info(&self, conn: ConnectionId) -> identify::Info {
         let mut protocols: Vec<String> =
             self.protocols.iter().map(|p| String::from(&**p)).collect();
-        protocols.extend(BUILTIN_PROTOCOLS.iter().map(|p| String::from(*p)));
+        protocols.extend(builtin::protocols().map(String::from));
         identify::Info {
             public_key: self.config.keypair.public(),
             protocol_version: self.config.protocol_version.clone(),
@@ -694,17 +688,11 @@ impl Node {
         self.protocols
             .iter()
             .cloned()
-            .chain(BUILTIN_PROTOCOLS.iter().map(|p| Cow::Borrowed(*p)))
+            .chain(builtin::protocols().map(Cow::Borrowed))
     }
 
     fn noise_secrets(&mut self) -> upgrade::NoiseSecrets {
         noise_secrets(&mut self.rng)
-    }
-
-    fn random_payload(&mut self) -> [u8; crate::protocols::ping::PAYLOAD_LEN] {
-        let mut p = [0u8; crate::protocols::ping::PAYLOAD_LEN];
-        self.rng.fill_bytes(&mut p);
-        p
     }
 }
 

@@ -1,32 +1,28 @@
 //! Streams on top of the yamux sessions: multistream-select per stream,
-//! the built-in protocols (identify, identify push, ping) and the
+//! the dispatch to the built-in protocols ([`super::builtin`]) and the
 //! application's streams.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use bytes::Bytes;
+use rand_core::Rng as _;
 
+use super::builtin::{self, Machine, Report, Step};
 use super::{
     ConnState, ConnectionId, Event, Node, OpenStreamError, Ping, PingError, PingFailure, PingId,
     StreamError, StreamHandle, StreamOpenFailure, TimerKey,
 };
 use crate::identity::PeerId;
 use crate::multistream::{self, Negotiator, ProtocolName};
-use crate::protocols::{identify, ping};
+use crate::protocols::identify;
 use crate::time::Instant;
-use crate::varint::{self, FrameReader};
 use crate::yamux::{self, ReadError, StreamId, WriteError};
+
+pub(super) use builtin::Builtin;
 
 /// Largest piece read from a stream while the node itself handles it.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// A protocol the node runs itself on an outbound stream.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Builtin {
-    IdentifyRequest,
-    IdentifyPush,
-    Ping(PingId),
-}
 
 /// Who handles a stream's bytes once its protocol is agreed.
 #[derive(Debug)]
@@ -35,23 +31,11 @@ enum Kind {
     Inbound,
     /// The application's.
     User,
-    /// We asked for the peer's identify: read one message.
-    IdentifyRequest(FrameReader),
-    /// The peer pushes its identify: read one message.
-    IdentifyPushIn(FrameReader),
-    /// We push our identify: the framed message, written once agreed.
-    IdentifyPushOut(Vec<u8>),
-    /// We answered or pushed identify: wait for the peer's end.
+    /// A protocol the node runs itself.
+    Builtin(Box<dyn Machine>),
+    /// Done with (a finished built-in, a detached stream): what the peer
+    /// sends is discarded, and our side closes when the peer's does.
     Drain,
-    /// Our ping: the payload sent and the echo so far.
-    PingOut {
-        ping: PingId,
-        payload: [u8; ping::PAYLOAD_LEN],
-        echo: Vec<u8>,
-        sent: Option<Instant>,
-    },
-    /// Echoing the peer's pings.
-    PingServe { buf: Vec<u8> },
 }
 
 /// Node-side state of one yamux stream.
@@ -97,12 +81,52 @@ enum Outcome {
     Nothing,
     /// Progress made; call again.
     Progress,
-    Identified(alloc::boxed::Box<identify::Info>),
-    PingDone {
-        ping: PingId,
-        result: Result<core::time::Duration, PingFailure>,
-    },
+    /// A built-in has news for the node.
+    Report(Report),
     Failed,
+}
+
+impl NodeStream {
+    /// Closes our side if that was asked for and all before it is written.
+    fn close_when_written(&mut self, session: &mut yamux::Session, sid: StreamId) {
+        if self.out.is_empty() && self.close_after_out && !self.negotiating() {
+            self.close_after_out = false;
+            let _ = session.close(sid);
+        }
+    }
+
+    /// Carries out what a built-in asked for.
+    fn apply(&mut self, step: Step) -> Outcome {
+        match step {
+            Step::Continue => Outcome::Progress,
+            Step::Close => {
+                self.close_after_out = true;
+                Outcome::Progress
+            }
+            Step::Done { report, close } => {
+                self.kind = Kind::Drain;
+                self.close_after_out |= close;
+                report.map_or(Outcome::Progress, Outcome::Report)
+            }
+            Step::Failed => Outcome::Failed,
+        }
+    }
+}
+
+/// The node as a built-in sees it when it starts on a connection.
+struct OnConn<'a> {
+    node: &'a mut Node,
+    conn: ConnectionId,
+}
+
+impl builtin::Local for OnConn<'_> {
+    fn identify_info(&self) -> identify::Info {
+        self.node.identify_info(self.conn)
+    }
+
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        self.node.rng.fill_bytes(buf);
+    }
 }
 
 impl Node {
@@ -314,23 +338,14 @@ impl Node {
         self.reschedule(conn);
     }
 
+    /// Resets a stream at the application's request (or the node's, for a
+    /// ping that timed out): only a built-in's pending business is settled.
     pub(super) fn reset_stream(&mut self, stream: StreamHandle) {
-        let Some(c) = self.conns.get_mut(&stream.conn) else {
+        let Some(st) = self.remove_stream(stream) else {
             return;
         };
-        let Some(st) = c.streams.remove(&stream.id) else {
-            return;
-        };
-        if let ConnState::Muxed(session) = &mut c.state {
-            let _ = session.reset(yamux_id(stream));
-        }
-        if !st.outbound && st.negotiating() {
-            c.negotiating_inbound = c.negotiating_inbound.saturating_sub(1);
-        }
-        if let Kind::PingOut { ping, .. } = st.kind {
-            if let Some(p) = self.pings.remove(&ping) {
-                self.timers.remove(&(p.deadline, TimerKey::Ping(ping)));
-            }
+        if let Kind::Builtin(machine) = st.kind {
+            self.builtin_gone(stream.conn, machine);
         }
         self.after_session_command(stream.conn);
     }
@@ -339,20 +354,24 @@ impl Node {
     /// (a pending open, a ping, a reader), unlike a reset the application
     /// asked for.
     fn fail_stream(&mut self, stream: StreamHandle) {
-        let Some(c) = self.conns.get_mut(&stream.conn) else {
+        let Some(st) = self.remove_stream(stream) else {
             return;
         };
-        let Some(st) = c.streams.remove(&stream.id) else {
-            return;
-        };
+        self.stream_gone(stream, st);
+        self.after_session_command(stream.conn);
+    }
+
+    /// Forgets a stream and resets it on the wire.
+    fn remove_stream(&mut self, stream: StreamHandle) -> Option<NodeStream> {
+        let c = self.conns.get_mut(&stream.conn)?;
+        let st = c.streams.remove(&stream.id)?;
         if let ConnState::Muxed(session) = &mut c.state {
             let _ = session.reset(yamux_id(stream));
         }
         if !st.outbound && st.negotiating() {
             c.negotiating_inbound = c.negotiating_inbound.saturating_sub(1);
         }
-        self.stream_gone(stream, st);
-        self.after_session_command(stream.conn);
+        Some(st)
     }
 
     pub(super) fn open_builtin(&mut self, conn: ConnectionId, builtin: Builtin) {
@@ -366,26 +385,8 @@ impl Node {
         conn: ConnectionId,
         builtin: Builtin,
     ) -> Result<StreamHandle, OpenStreamError> {
+        let (name, machine) = builtin.start(&mut OnConn { node: self, conn });
         let peer = self.conns.get(&conn).and_then(|c| c.peer);
-        let (name, kind) = match builtin {
-            Builtin::IdentifyRequest => (
-                identify::PROTOCOL,
-                Kind::IdentifyRequest(FrameReader::default()),
-            ),
-            Builtin::IdentifyPush => (
-                identify::PUSH_PROTOCOL,
-                Kind::IdentifyPushOut(framed(&identify::encode(&self.identify_info(conn)))),
-            ),
-            Builtin::Ping(ping) => (
-                ping::PROTOCOL,
-                Kind::PingOut {
-                    ping,
-                    payload: self.random_payload(),
-                    echo: Vec::new(),
-                    sent: None,
-                },
-            ),
-        };
         let lazy = peer
             .and_then(|p| self.peer_protocols.get(&p))
             .is_some_and(|list| list.iter().any(|p| p == name));
@@ -395,7 +396,7 @@ impl Node {
             multistream::Config::default()
         };
         let neg = Negotiator::dialer_with([name], config).expect("built-in names are valid");
-        self.open_outbound(conn, neg, kind)
+        self.open_outbound(conn, neg, Kind::Builtin(machine))
     }
 
     fn open_outbound(
@@ -608,18 +609,43 @@ impl Node {
                 stream,
                 error: StreamOpenFailure::Reset,
             }),
-            Kind::PingOut { ping, .. } => {
-                if let Some(p) = self.pings.remove(&ping) {
-                    self.timers.remove(&(p.deadline, TimerKey::Ping(ping)));
-                    self.events.push_back(Event::PingFailed {
-                        ping,
-                        peer: p.peer,
-                        error: PingFailure::Stream,
-                    });
-                }
-            }
+            Kind::Builtin(machine) => self.builtin_gone(stream.conn, machine),
             _ => {}
         }
+    }
+
+    /// A built-in's stream vanished before it was done.
+    fn builtin_gone(&mut self, conn: ConnectionId, machine: Box<dyn Machine>) {
+        if let Some(report) = machine.on_gone() {
+            self.on_report(conn, report);
+        }
+    }
+
+    /// What a built-in found out, turned into the node's state and events.
+    fn on_report(&mut self, conn: ConnectionId, report: Report) {
+        match report {
+            Report::Identified(info) => self.on_identified(conn, info),
+            Report::PingDone { ping, result } => self.ping_done(ping, result),
+        }
+    }
+
+    fn ping_done(&mut self, ping: PingId, result: Result<core::time::Duration, PingFailure>) {
+        let Some(p) = self.pings.remove(&ping) else {
+            return;
+        };
+        self.timers.remove(&(p.deadline, TimerKey::Ping(ping)));
+        self.events.push_back(match result {
+            Ok(rtt) => Event::PingSuccess {
+                ping,
+                peer: p.peer,
+                rtt,
+            },
+            Err(error) => Event::PingFailed {
+                ping,
+                peer: p.peer,
+                error,
+            },
+        });
     }
 
     /// Handles what the stream's negotiator reported.
@@ -651,57 +677,35 @@ impl Node {
             match event {
                 multistream::Event::Negotiated { protocol } => {
                     st.protocol = Some(protocol.clone());
-                    if !st.outbound {
-                        c.negotiating_inbound = c.negotiating_inbound.saturating_sub(1);
-                        st.kind = match &*protocol {
-                            identify::PROTOCOL => {
-                                st.close_after_out = true;
-                                Kind::Drain
-                            }
-                            identify::PUSH_PROTOCOL => Kind::IdentifyPushIn(FrameReader::default()),
-                            ping::PROTOCOL => Kind::PingServe { buf: Vec::new() },
-                            _ => Kind::User,
-                        };
-                        match st.kind {
-                            Kind::User => {
-                                st.user_visible = true;
-                                let peer = peer.expect("muxed connections have a peer");
-                                self.events.push_back(Event::InboundStream {
-                                    stream,
-                                    peer,
-                                    protocol,
-                                });
-                                self.events.push_back(Event::StreamReadable { stream });
-                            }
-                            Kind::Drain => {
-                                let body = identify::encode(&self.identify_info(stream.conn));
-                                if let Ok((_, st)) = self.stream_parts(stream) {
-                                    st.out.extend_from_slice(&framed(&body));
-                                }
-                            }
-                            _ => {}
+                    if st.outbound {
+                        if matches!(st.kind, Kind::User) {
+                            st.user_visible = true;
+                            self.events
+                                .push_back(Event::StreamOpened { stream, protocol });
                         }
                     } else {
-                        match &mut st.kind {
-                            Kind::User => {
-                                st.user_visible = true;
-                                self.events
-                                    .push_back(Event::StreamOpened { stream, protocol });
-                            }
-                            Kind::PingOut { payload, sent, .. } => {
-                                st.out.extend_from_slice(payload);
-                                *sent = Some(self.now);
-                            }
-                            Kind::IdentifyPushOut(msg) => {
-                                // Behind the proposal (lazy) or the echo.
-                                st.out.extend_from_slice(msg);
-                                st.kind = Kind::Drain;
-                                st.close_after_out = true;
-                            }
-                            Kind::IdentifyRequest(_) => st.close_after_out = true,
-                            _ => {}
+                        c.negotiating_inbound = c.negotiating_inbound.saturating_sub(1);
+                        let conn = stream.conn;
+                        let machine = builtin::inbound(&protocol, &mut OnConn { node: self, conn });
+                        let Ok((_, st)) = self.stream_parts(stream) else {
+                            return;
+                        };
+                        if let Some(machine) = machine {
+                            st.kind = Kind::Builtin(machine);
+                        } else {
+                            st.kind = Kind::User;
+                            st.user_visible = true;
+                            let peer = peer.expect("muxed connections have a peer");
+                            self.events.push_back(Event::InboundStream {
+                                stream,
+                                peer,
+                                protocol,
+                            });
+                            self.events.push_back(Event::StreamReadable { stream });
                         }
                     }
+                    let outcome = self.start_builtin(stream);
+                    self.act(stream, outcome);
                 }
                 multistream::Event::Failed(error) => {
                     let st = c.streams.remove(&stream.id).expect("present");
@@ -711,15 +715,13 @@ impl Node {
                     if let ConnState::Muxed(session) = &mut c.state {
                         let _ = session.reset(yamux_id(stream));
                     }
-                    match st.kind {
-                        Kind::User => self.events.push_back(Event::StreamOpenFailed {
+                    if matches!(st.kind, Kind::User) {
+                        self.events.push_back(Event::StreamOpenFailed {
                             stream,
                             error: StreamOpenFailure::Negotiation(error),
-                        }),
-                        other => {
-                            let st = NodeStream { kind: other, ..st };
-                            self.stream_gone(stream, st);
-                        }
+                        });
+                    } else {
+                        self.stream_gone(stream, st);
                     }
                     return;
                 }
@@ -738,35 +740,42 @@ impl Node {
                 // Bounded work per call; the session's next event resumes it.
                 return;
             }
-            let outcome = self.pump_once(stream);
-            match outcome {
-                Ok(Outcome::Nothing) => return,
-                Ok(Outcome::Progress) => {}
-                Ok(Outcome::Identified(info)) => self.on_identified(stream.conn, info),
-                Ok(Outcome::PingDone { ping, result }) => {
-                    if let Some(p) = self.pings.remove(&ping) {
-                        self.timers.remove(&(p.deadline, TimerKey::Ping(ping)));
-                        self.events.push_back(match result {
-                            Ok(rtt) => Event::PingSuccess {
-                                ping,
-                                peer: p.peer,
-                                rtt,
-                            },
-                            Err(error) => Event::PingFailed {
-                                ping,
-                                peer: p.peer,
-                                error,
-                            },
-                        });
-                    }
-                }
-                Ok(Outcome::Failed) | Err(()) => {
-                    self.fail_stream(stream);
-                    return;
-                }
+            let outcome = self.pump_once(stream).unwrap_or(Outcome::Failed);
+            if !self.act(stream, outcome) {
+                return;
             }
             self.handle_negotiation_events(stream);
         }
+    }
+
+    /// Acts on an outcome; false when the stream can do no more for now
+    /// (or is gone).
+    fn act(&mut self, stream: StreamHandle, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Nothing => false,
+            Outcome::Progress => true,
+            Outcome::Report(report) => {
+                self.on_report(stream.conn, report);
+                true
+            }
+            Outcome::Failed => {
+                self.fail_stream(stream);
+                false
+            }
+        }
+    }
+
+    /// Starts the built-in of a stream whose protocol was just agreed.
+    fn start_builtin(&mut self, stream: StreamHandle) -> Outcome {
+        let now = self.now;
+        let Ok((_, st)) = self.stream_parts(stream) else {
+            return Outcome::Nothing;
+        };
+        let Kind::Builtin(machine) = &mut st.kind else {
+            return Outcome::Nothing;
+        };
+        let step = machine.on_negotiated(now, &mut st.out);
+        st.apply(step)
     }
 
     /// One step of [`Self::pump`]: `Ok(Nothing)` when no progress is possible.
@@ -789,10 +798,7 @@ impl Node {
                 Err(_) => return Err(()),
             }
         }
-        if st.out.is_empty() && st.close_after_out && !st.negotiating() {
-            st.close_after_out = false;
-            let _ = session.close(sid);
-        }
+        st.close_when_written(session, sid);
         let mut progressed = false;
 
         // 2. Negotiation reads through the negotiator. A listener answers
@@ -804,7 +810,14 @@ impl Node {
         }
         if st.negotiating() {
             let neg = st.neg.as_mut().expect("negotiating");
-            match session.read_chunk(sid, READ_CHUNK) {
+            // Bytes the negotiator left when it paused for an answer come
+            // before anything newer.
+            let next = if st.pending.is_empty() {
+                session.read_chunk(sid, READ_CHUNK)
+            } else {
+                Ok(Some(core::mem::take(&mut st.pending)))
+            };
+            match next {
                 Ok(Some(chunk)) => {
                     let n = neg.handle_read(&chunk);
                     if n < chunk.len() {
@@ -834,10 +847,11 @@ impl Node {
         } else {
             match &st.kind {
                 Kind::User | Kind::Inbound => return Ok(Outcome::Nothing),
-                // Echoes the peer has not taken yet: read no more pings until
-                // they are out, so a peer that pings without reading runs into
-                // its own flow-control window instead of our memory.
-                Kind::PingServe { .. } if !st.out.is_empty() => return Ok(Outcome::Nothing),
+                Kind::Builtin(machine)
+                    if !st.out.is_empty() && !machine.reads_while_output_pending() =>
+                {
+                    return Ok(Outcome::Nothing)
+                }
                 _ => match session.read_chunk(sid, READ_CHUNK) {
                     Ok(Some(chunk)) => Some(chunk),
                     Ok(None) => None,
@@ -846,77 +860,44 @@ impl Node {
                 },
             }
         };
-        if matches!(st.kind, Kind::User | Kind::Inbound) {
-            // Pending bytes of a user stream stay for the application.
-            if let Some(chunk) = chunk {
-                st.pending = chunk;
-            }
-            return Ok(Outcome::Nothing);
-        }
-        let Some(chunk) = chunk else {
-            // End of the peer's side.
-            return match &mut st.kind {
-                Kind::PingServe { .. } | Kind::Drain | Kind::IdentifyPushOut(_) => {
-                    let _ = session.close(sid);
-                    Ok(Outcome::Nothing)
+        let machine = match &mut st.kind {
+            Kind::User | Kind::Inbound => {
+                // Pending bytes of a user stream stay for the application.
+                if let Some(chunk) = chunk {
+                    st.pending = chunk;
                 }
-                Kind::PingOut { ping, .. } => Ok(Outcome::PingDone {
-                    ping: *ping,
-                    result: Err(PingFailure::Stream),
-                }),
-                Kind::IdentifyRequest(_) | Kind::IdentifyPushIn(_) => Ok(Outcome::Failed),
-                Kind::User | Kind::Inbound => Ok(Outcome::Nothing),
-            };
+                return Ok(Outcome::Nothing);
+            }
+            Kind::Builtin(machine) => Some(machine),
+            Kind::Drain => None,
         };
-        match &mut st.kind {
-            Kind::IdentifyRequest(reader) | Kind::IdentifyPushIn(reader) => {
-                match reader.feed(&chunk, identify::MAX_READ_LEN) {
-                    Ok((n, true)) => {
-                        let result = identify::decode(reader.body());
-                        st.kind = Kind::Drain;
-                        if n < chunk.len() {
-                            st.pending = chunk.slice(n..);
-                        }
-                        match result {
-                            Ok(info) => Ok(Outcome::Identified(alloc::boxed::Box::new(info))),
-                            Err(_) => Ok(Outcome::Failed),
-                        }
-                    }
-                    // Incomplete: keep reading, more may be buffered.
-                    Ok((_, false)) => Ok(Outcome::Progress),
-                    Err(_) => Ok(Outcome::Failed),
+        let Some(chunk) = chunk else {
+            // End of the peer's side; a finished stream closes ours too.
+            let outcome = match machine {
+                Some(machine) => {
+                    let step = machine.on_eof();
+                    st.apply(step)
                 }
-            }
-            Kind::PingServe { buf } => {
-                buf.extend_from_slice(&chunk);
-                let whole = buf.len() / ping::PAYLOAD_LEN * ping::PAYLOAD_LEN;
-                st.out.extend(buf.drain(..whole));
-                Ok(Outcome::Progress)
-            }
-            Kind::PingOut {
-                ping,
-                payload,
-                echo,
-                sent,
-            } => {
-                let want = ping::PAYLOAD_LEN - echo.len();
-                echo.extend_from_slice(&chunk[..want.min(chunk.len())]);
-                if echo.len() < ping::PAYLOAD_LEN {
-                    return Ok(Outcome::Progress);
+                None => {
+                    st.close_after_out = true;
+                    Outcome::Nothing
                 }
-                let ping = *ping;
-                let result = if echo[..] == payload[..] {
-                    Ok(now.saturating_duration_since(sent.unwrap_or(now)))
-                } else {
-                    Err(PingFailure::WrongEcho)
-                };
-                st.kind = Kind::Drain;
-                st.close_after_out = true;
-                Ok(Outcome::PingDone { ping, result })
-            }
-            Kind::Drain | Kind::IdentifyPushOut(_) => Ok(Outcome::Progress),
-            Kind::User | Kind::Inbound => Ok(Outcome::Nothing),
+            };
+            st.close_when_written(session, sid);
+            return Ok(match outcome {
+                Outcome::Progress => Outcome::Nothing,
+                other => other,
+            });
+        };
+        let Some(machine) = machine else {
+            // Discarded.
+            return Ok(Outcome::Progress);
+        };
+        let (n, step) = machine.on_bytes(now, &chunk, &mut st.out);
+        if n < chunk.len() {
+            st.pending = chunk.slice(n..);
         }
+        Ok(st.apply(step))
     }
 
     fn after_pump_progress(&mut self, stream: StreamHandle) -> Outcome {
@@ -926,11 +907,7 @@ impl Node {
         Outcome::Progress
     }
 
-    pub(super) fn on_identified(
-        &mut self,
-        conn: ConnectionId,
-        info: alloc::boxed::Box<identify::Info>,
-    ) {
+    pub(super) fn on_identified(&mut self, conn: ConnectionId, info: Box<identify::Info>) {
         let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer) else {
             return;
         };
@@ -946,10 +923,4 @@ impl Node {
 
 fn yamux_id(stream: StreamHandle) -> StreamId {
     StreamId::new(stream.id).expect("stream ids are never zero")
-}
-
-fn framed(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 3);
-    varint::push_frame(body, &mut out);
-    out
 }

@@ -1022,7 +1022,11 @@ fn an_ls_flood_during_the_upgrade_is_bounded() {
 /// its output stopped moving, and its socket is released after the linger.
 #[test]
 fn peers_that_stop_reading_are_closed_at_the_write_stall_deadline() {
-    let mut node = plaintext_node();
+    let mut config = Config::new(Keypair::from_secret_bytes([1; 32]));
+    config.security = vec![Security::Plaintext];
+    // Apart from the session's own 10 s timers, so only the stall fires.
+    config.io.write_stall_timeout = Duration::from_secs(3);
+    let mut node = Node::new(Instant::ZERO, config).unwrap();
     let now = Instant::ZERO;
     let mut conns = Vec::new();
     for i in 0..5 {
@@ -1439,4 +1443,40 @@ fn pongs_into(frames: &[u8], pongs: &mut Vec<u32>) {
             _ => {}
         }
     }
+}
+
+/// A dialer that pipelines proposals (header, an unknown protocol, then one
+/// we serve, and data, in one write): the listener pauses for its `na` and
+/// resumes with the bytes it had left, in order.
+#[test]
+fn pipelined_proposals_on_a_stream_are_answered_in_order() {
+    let mut net = Net::new(2);
+    net.nodes[1].register_protocol(ECHO).unwrap();
+    let conn = net.connect(0, 1);
+    let sid = match &mut net.nodes[0].conns.get_mut(&conn).unwrap().state {
+        ConnState::Muxed(session) => session.open_stream().unwrap(),
+        _ => panic!("muxed"),
+    };
+    let mut proposals = b"\x13/multistream/1.0.0\n\x05/zzz\n".to_vec();
+    proposals.extend_from_slice(b"\x0c/echo/1.0.0\nhello");
+    if let ConnState::Muxed(session) = &mut net.nodes[0].conns.get_mut(&conn).unwrap().state {
+        assert_eq!(session.write(sid, &proposals), Ok(proposals.len()));
+    }
+    net.nodes[0].flag_write(conn);
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(
+            1,
+            |e| matches!(e, Event::InboundStream { protocol, .. } if protocol == ECHO),
+        )
+    });
+    let stream = net.events[1]
+        .iter()
+        .find_map(|e| match e {
+            Event::InboundStream { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = net.nodes[1].stream_read(net.now, stream, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello");
 }

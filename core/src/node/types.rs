@@ -45,17 +45,17 @@ id_type!(
     "conn#"
 );
 id_type!(
-    /// One listener requested with [`Node::listen_on`].
+    /// One listener requested with [`Node::listen_on`](super::Node::listen_on).
     ListenerId,
     "listener#"
 );
 id_type!(
-    /// One [`Node::dial`] request.
+    /// One [`Node::dial`](super::Node::dial) request.
     DialId,
     "dial#"
 );
 id_type!(
-    /// One [`Node::ping`] request.
+    /// One [`Node::ping`](super::Node::ping) request.
     PingId,
     "ping#"
 );
@@ -109,7 +109,7 @@ pub struct Config {
     /// Time for one ping's echo. Default 10 s.
     pub ping_timeout: Duration,
     /// Seed of the node's RNG (noise handshake keys, ping payloads). It must
-    /// be secret and random wherever noise is used: [`Node::new`] refuses
+    /// be secret and random wherever noise is used: [`Node::new`](super::Node::new) refuses
     /// the all-zero default then. Adapters seed it from the OS; tests fix it
     /// so runs repeat.
     pub rng_seed: [u8; 32],
@@ -199,7 +199,7 @@ pub enum Action {
     },
 }
 
-/// One output of [`Node::poll_output`], the single drain loop of an
+/// One output of [`Node::poll_output`](super::Node::poll_output), the single drain loop of an
 /// adapter. It yields every pending action, write and read request and
 /// event, and always ends with [`Output::Timeout`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,16 +207,16 @@ pub enum Action {
 pub enum Output {
     /// Something the adapter must do (bind, connect, FIN, close).
     Action(Action),
-    /// `conn` has bytes to send: write [`Node::transmit_buffer`] and report
-    /// with [`Node::handle_written`] until it is empty or the socket would
+    /// `conn` has bytes to send: write [`Node::transmit_buffer`](super::Node::transmit_buffer) and report
+    /// with [`Node::handle_written`](super::Node::handle_written) until it is empty or the socket would
     /// block (then again when the socket is writable).
     Transmit(ConnectionId),
-    /// `conn` takes input again after [`Node::read_capacity`] was 0: read
+    /// `conn` takes input again after [`Node::read_capacity`](super::Node::read_capacity) was 0: read
     /// from its socket.
     Receive(ConnectionId),
     /// Something for the application.
     Event(Event),
-    /// Nothing else is pending: call [`Node::handle_timeout`] at this
+    /// Nothing else is pending: call [`Node::handle_timeout`](super::Node::handle_timeout) at this
     /// moment (`None`: no timer), or earlier on new input. It ends the loop.
     Timeout(Option<crate::time::Instant>),
 }
@@ -225,7 +225,7 @@ pub enum Output {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CloseReason {
-    /// We closed it ([`Node::close_connection`]).
+    /// We closed it ([`Node::close_connection`](super::Node::close_connection)).
     #[error("closed locally")]
     Local,
     /// The peer sent GoAway and the session ended.
@@ -258,11 +258,11 @@ pub enum CloseReason {
 #[non_exhaustive]
 pub struct IoConfig {
     /// Bytes read from a socket that the node holds while it cannot take
-    /// them yet; while any are held, [`Node::read_capacity`] is 0. Also the
+    /// them yet; while any are held, [`Node::read_capacity`](super::Node::read_capacity) is 0. Also the
     /// most one read may hand in. Default 256 KiB.
     pub read_buffer: usize,
     /// Bytes the node gathers for a socket per fill of
-    /// [`Node::transmit_buffer`]. Default 256 KiB.
+    /// [`Node::transmit_buffer`](super::Node::transmit_buffer). Default 256 KiB.
     pub write_buffer: usize,
     /// A connection whose peer takes none of our bytes for this long is
     /// closed ([`CloseReason::WriteStall`]). Default 10 s (go-yamux's
@@ -341,7 +341,7 @@ pub enum AttemptError {
     InvalidAddress,
 }
 
-/// A refused [`Node::dial`].
+/// A refused [`Node::dial`](super::Node::dial).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DialError {
@@ -374,7 +374,7 @@ pub enum InboundError {
     SubnetLimit,
 }
 
-/// Limits on inbound connections, checked by [`Node::handle_inbound`].
+/// Limits on inbound connections, checked by [`Node::handle_inbound`](super::Node::handle_inbound).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct InboundLimits {
@@ -403,7 +403,7 @@ impl Default for InboundLimits {
     }
 }
 
-/// A refused [`Node::register_protocol`].
+/// A refused [`Node::register_protocol`](super::Node::register_protocol).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegisterError {
@@ -420,7 +420,7 @@ pub enum RegisterError {
     },
 }
 
-/// A refused [`Node::open_stream`].
+/// A refused [`Node::open_stream`](super::Node::open_stream).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenStreamError {
@@ -468,7 +468,7 @@ pub enum StreamError {
     Closed,
 }
 
-/// A refused [`Node::ping`].
+/// A refused [`Node::ping`](super::Node::ping).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PingError {
@@ -616,7 +616,7 @@ pub enum Event {
         /// The stream.
         stream: StreamHandle,
     },
-    /// An [`Node::open_stream`] to this connection's peer was refused for
+    /// An [`Node::open_stream`](super::Node::open_stream) to this connection's peer was refused for
     /// lack of room (yamux's ACK backlog or stream limit); it may succeed now.
     StreamsAvailable {
         /// The connection that has room again.

@@ -1,0 +1,148 @@
+//! The protocols the node runs itself on a stream, behind one seam: each is
+//! a per-stream byte machine ([`Machine`]) that the stream code feeds once
+//! multistream-select agreed on its protocol. A machine writes into the
+//! stream's output, says what comes next with a [`Step`], and hands the node
+//! a [`Report`] when something happened that the node must act on (an
+//! event, a table to update).
+//!
+//! Adding a protocol adds a module here, an entry in [`SERVED`] if peers
+//! open it, a [`Builtin`] variant if the node opens it, and a [`Report`]
+//! variant (with its arm in the node's `on_report`, where the node-level
+//! consequences live) if the node must hear about it. The stream code's
+//! dispatch (negotiation, reads, end of file, vanished streams) stays as it
+//! is.
+
+mod identify;
+mod ping;
+#[cfg(test)]
+mod tests;
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::fmt;
+use core::time::Duration;
+
+use super::{PingFailure, PingId};
+use crate::protocols;
+use crate::time::Instant;
+
+/// One built-in protocol on one stream, from the agreement to its end.
+///
+/// The stream code writes `out` before anything else, reads from the
+/// stream only what the machine may take, and acts on every [`Step`].
+pub(super) trait Machine: fmt::Debug + Send + Sync {
+    /// The protocol is agreed: write what opens it.
+    fn on_negotiated(&mut self, now: Instant, out: &mut Vec<u8>) -> Step {
+        let _ = (now, out);
+        Step::Continue
+    }
+
+    /// Bytes from the peer. Returns how many were consumed (the rest is
+    /// what follows the protocol's messages, discarded once it is done).
+    fn on_bytes(&mut self, now: Instant, chunk: &[u8], out: &mut Vec<u8>) -> (usize, Step) {
+        let _ = (now, out);
+        (chunk.len(), Step::Continue)
+    }
+
+    /// The peer closed its side.
+    fn on_eof(&mut self) -> Step {
+        Step::Done {
+            report: None,
+            close: true,
+        }
+    }
+
+    /// Whether the stream may be read while `out` is not yet written. A
+    /// machine that answers what it reads says no, so a peer that writes
+    /// without reading meets its own flow-control window, not our memory.
+    fn reads_while_output_pending(&self) -> bool {
+        true
+    }
+
+    /// The stream vanished (reset, failed negotiation, closed connection)
+    /// before the machine was done: what the node must hear.
+    fn on_gone(self: Box<Self>) -> Option<Report> {
+        None
+    }
+}
+
+/// What the stream code does after a call into a [`Machine`].
+#[derive(Debug)]
+pub(super) enum Step {
+    /// Go on: more bytes are welcome.
+    Continue,
+    /// Close our sending side once the output is written, and go on.
+    Close,
+    /// The machine is finished and dropped: the node hears `report`, our
+    /// side closes after the output when `close` says so, and what the peer
+    /// still sends is discarded.
+    Done { report: Option<Report>, close: bool },
+    /// The peer broke the protocol: reset the stream.
+    Failed,
+}
+
+/// What a built-in tells the node.
+#[derive(Debug)]
+pub(super) enum Report {
+    /// The peer described itself (answer or push).
+    Identified(Box<protocols::identify::Info>),
+    /// One of our pings ended.
+    PingDone {
+        ping: PingId,
+        result: Result<Duration, PingFailure>,
+    },
+}
+
+/// What a built-in may ask of the node when it starts.
+pub(super) trait Local {
+    /// Our identify message for the stream's connection.
+    fn identify_info(&self) -> protocols::identify::Info;
+    /// Fills `buf` from the node's random number generator.
+    fn fill_random(&mut self, buf: &mut [u8]);
+}
+
+/// A protocol the node serves to peers that open it.
+pub(super) struct Served {
+    /// The name negotiated by multistream-select.
+    pub(super) protocol: &'static str,
+    start: fn(&mut dyn Local) -> Box<dyn Machine>,
+}
+
+/// The protocols served on every connection.
+const SERVED: [Served; 3] = [identify::ANSWER, identify::PUSH_IN, ping::SERVE];
+
+/// The names of the protocols the node serves itself.
+pub(super) fn protocols() -> impl Iterator<Item = &'static str> {
+    SERVED.iter().map(|s| s.protocol)
+}
+
+/// A fresh machine for an inbound stream that agreed on `protocol`; `None`
+/// when it is not a built-in (the application's).
+pub(super) fn inbound(protocol: &str, local: &mut dyn Local) -> Option<Box<dyn Machine>> {
+    SERVED
+        .iter()
+        .find(|s| s.protocol == protocol)
+        .map(|s| (s.start)(local))
+}
+
+/// A protocol the node runs itself on an outbound stream.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Builtin {
+    /// Ask the peer's identify.
+    IdentifyRequest,
+    /// Tell the peer our identify changed.
+    IdentifyPush,
+    /// Measure the round trip.
+    Ping(PingId),
+}
+
+impl Builtin {
+    /// The protocol to propose and the machine that runs it once agreed.
+    pub(super) fn start(self, local: &mut dyn Local) -> (&'static str, Box<dyn Machine>) {
+        match self {
+            Builtin::IdentifyRequest => identify::request(),
+            Builtin::IdentifyPush => identify::push(local),
+            Builtin::Ping(id) => ping::outbound(id, local),
+        }
+    }
+}
