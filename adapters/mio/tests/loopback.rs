@@ -246,3 +246,98 @@ fn closing_on_a_peer_that_keeps_sending_ends_with_fin_not_reset() {
     l.until("the peer to finish", |_| peer.is_finished());
     peer.join().unwrap().unwrap();
 }
+
+/// A peer that floods yamux pings and never reads our pongs is
+/// disconnected at the write-stall deadline (issue 9: five such peers were
+/// all still connected after 23 s), and its socket is released.
+#[test]
+fn a_peer_that_stops_reading_is_disconnected() {
+    use sansp2p::node::upgrade::{Endpoint, NoiseSecrets, Upgrade};
+    use sansp2p::node::{CloseReason, Security};
+    use std::io::{Read, Write};
+
+    let mut config = Config::new(Keypair::from_secret_bytes([1; 32]));
+    config.security = vec![Security::Plaintext];
+    config.io.write_stall_timeout = Duration::from_secs(1);
+    let mut l = Loop::new();
+    l.nodes[1] = MioNode::new(config, Token(10_000)).unwrap();
+    let addr = l.listen(1);
+    let Some(sansp2p::addr::TcpTarget::Ip(target)) = sansp2p::addr::tcp_target(&addr) else {
+        panic!("an IP and TCP address");
+    };
+    let peer = std::thread::spawn(move || -> Result<u64, String> {
+        let mut raw = std::net::TcpStream::connect(target).map_err(|e| e.to_string())?;
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Upgrade with our own machine as a plaintext dialer.
+        let key = Keypair::from_secret_bytes([9; 32]);
+        let secrets = NoiseSecrets {
+            static_secret: [1; 32],
+            ephemeral_secret: [2; 32],
+        };
+        let mut up = Upgrade::new(
+            Endpoint::Dialer,
+            &key,
+            &[Security::Plaintext],
+            None,
+            secrets,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 4096];
+        let mut pending = Vec::new();
+        while !up.is_finished() {
+            let mut out = Vec::new();
+            let _ = up.poll_transmit(&mut out);
+            raw.write_all(&out).map_err(|e| e.to_string())?;
+            let n = raw.read(&mut buf).map_err(|e| e.to_string())?;
+            pending.extend_from_slice(&buf[..n]);
+            let used = up.handle_read(&pending);
+            pending.drain(..used);
+        }
+        let mut out = Vec::new();
+        let _ = up.poll_transmit(&mut out);
+        raw.write_all(&out).map_err(|e| e.to_string())?;
+        // Pings, never reading again, until the node gives up on us.
+        raw.set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut pings = Vec::new();
+        for v in 0..4096u32 {
+            pings.extend_from_slice(&[0, 2, 0, 1, 0, 0, 0, 0]);
+            pings.extend_from_slice(&v.to_be_bytes());
+        }
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(8) {
+            match raw.write(&pings) {
+                Ok(_) => {}
+                // Blocked: the node stopped reading. Keep the socket open
+                // and keep trying, as a peer that simply never reads would.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                // Reset or closed: the node gave up on us.
+                Err(_) => break,
+            }
+        }
+        Ok(started.elapsed().as_millis() as u64)
+    });
+    l.until("the write-stall close", |l| {
+        l.log[1].iter().any(|e| {
+            matches!(
+                e,
+                Event::ConnectionClosed {
+                    reason: CloseReason::WriteStall,
+                    ..
+                }
+            )
+        })
+    });
+    let started = StdInstant::now();
+    l.until("the peer to stop", |_| peer.is_finished());
+    let _ = peer.join().unwrap().unwrap();
+    // The socket goes after the linger at the latest.
+    l.until("the socket to be released", |l| {
+        l.nodes[1].node().connection_count() == 0
+    });
+    assert!(started.elapsed() < Duration::from_secs(9));
+}
