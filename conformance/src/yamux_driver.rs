@@ -24,7 +24,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use sansp2p::time::{Instant, StdClock};
-use sansp2p::yamux::{Config, ConfigError, Event, Role, Session, Transmit, HEADER_LEN};
+use sansp2p::yamux::{Config, Event, Role, Session, SessionConfigError, Transmit, HEADER_LEN};
 
 /// Size of the buffer each socket read fills.
 pub const READ_BUFFER: usize = 256 * 1024;
@@ -467,7 +467,7 @@ pub enum DriverError {
     /// The socket refused non-blocking mode.
     Io(io::Error),
     /// The session refused the configuration.
-    Config(ConfigError),
+    Config(SessionConfigError),
 }
 
 impl fmt::Display for DriverError {
@@ -487,8 +487,8 @@ impl From<io::Error> for DriverError {
     }
 }
 
-impl From<ConfigError> for DriverError {
-    fn from(e: ConfigError) -> Self {
+impl From<SessionConfigError> for DriverError {
+    fn from(e: SessionConfigError) -> Self {
         DriverError::Config(e)
     }
 }

@@ -27,7 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt};
-use sansp2p::node::{AttemptError, ConnectionId, Event, Security, UpgradeError};
+use sansp2p::node::{AttemptError, ConnectionId, Event, Security, StreamOpenFailure, UpgradeError};
 use sansp2p::security::noise::NoiseError;
 use sansp2p::{Keypair, PeerId};
 use sansp2p_smol::{new_host, Config, ConnectionInfo, Error, Host, Multiaddr};
@@ -985,9 +985,9 @@ fn our_dial_expecting_another_peer_fails() {
     let err = within("our dial", ours.host.dial(&wrong))
         .expect_err("a dial expecting another peer id must fail");
     match &err {
-        Error::Dial(lines) => {
-            assert_eq!(lines.len(), 1, "{lines:?}");
-            let line = &lines[0];
+        Error::Dial { errors, .. } => {
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            let line = err.to_string();
             assert!(
                 line.contains(&other.to_string()) && line.contains(&js.peer.to_string()),
                 "the error names neither the expected nor the actual peer: {line}"
@@ -1073,7 +1073,7 @@ fn unknown_protocol(dialer: Dialer, seed: u8) {
         .map(|_| ())
         .expect_err("js accepted a protocol it does not serve");
     assert!(
-        matches!(&err, Error::StreamOpen(m) if m.contains("negotiation")),
+        matches!(&err, Error::StreamOpen(StreamOpenFailure::Negotiation(_))),
         "expected a negotiation failure, got {err:?}"
     );
     // ... and from us.

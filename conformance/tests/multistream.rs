@@ -218,7 +218,7 @@ fn our_lazy_dialer_against_their_listener() {
 
         // Negotiation and application data leave in a single write.
         let mut wire = Vec::new();
-        ours.poll_transmit(&mut wire);
+        let _ = ours.poll_transmit(&mut wire);
         wire.extend_from_slice(&to_them);
         std::io::Write::write_all(&mut dialer, &wire).unwrap();
         dialer.shutdown(std::net::Shutdown::Write).unwrap();

@@ -37,3 +37,16 @@ fn echo_and_ping_on_async_std() {
     }))
     .expect("test timed out");
 }
+
+#[allow(dead_code)]
+#[path = "../../futures-io/testkit/mod.rs"]
+mod testkit;
+
+/// The binding's contract on async-std too: every ping before the peer's
+/// FIN is answered (see `testkit::pings_then_fin`).
+#[test]
+fn every_ping_before_the_peers_fin_is_answered() {
+    let b = new_host(testkit::plaintext_config(3)).unwrap();
+    let addr = async_std::task::block_on(testkit::listening(&b));
+    assert_eq!(testkit::pings_then_fin(testkit::socket_addr(&addr), 65), 65);
+}

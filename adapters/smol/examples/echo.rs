@@ -64,6 +64,17 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// An error and its causes, on one line.
+fn report(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line = format!("{line}: {c}");
+        cause = c.source();
+    }
+    line
+}
+
 fn host(seed: Option<u8>, insecure: bool) -> Result<Host, String> {
     let key = match seed {
         Some(n) => sansp2p::Keypair::from_secret_bytes([n; 32]),
@@ -73,7 +84,7 @@ fn host(seed: Option<u8>, insecure: bool) -> Result<Host, String> {
     if insecure {
         config.security = vec![Security::Plaintext];
     }
-    new_host(config).map_err(|e| e.to_string())
+    new_host(config).map_err(|e| report(&e))
 }
 
 fn show_identify(who: &str, info: &identify::Info) {
@@ -102,7 +113,7 @@ fn show_identify(who: &str, info: &identify::Info) {
 }
 
 async fn serve_echo(host: Host) -> Result<(), String> {
-    let incoming = host.accept(ECHO).map_err(|e| e.to_string())?;
+    let incoming = host.accept(ECHO).map_err(|e| report(&e))?;
     while let Some((_peer, mut stream)) = incoming.next().await {
         smol::spawn(async move {
             let mut buf = Vec::new();
@@ -117,31 +128,28 @@ async fn serve_echo(host: Host) -> Result<(), String> {
 }
 
 async fn echo_once(host: &Host, peer: sansp2p::PeerId) -> Result<Vec<u8>, String> {
-    let mut stream = host
-        .open_stream(peer, ECHO)
-        .await
-        .map_err(|e| e.to_string())?;
-    stream.write_all(MESSAGE).await.map_err(|e| e.to_string())?;
-    stream.close().await.map_err(|e| e.to_string())?;
+    let mut stream = host.open_stream(peer, ECHO).await.map_err(|e| report(&e))?;
+    stream.write_all(MESSAGE).await.map_err(|e| report(&e))?;
+    stream.close().await.map_err(|e| report(&e))?;
     let mut reply = Vec::new();
     stream
         .read_to_end(&mut reply)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| report(&e))?;
     Ok(reply)
 }
 
 async fn listen(args: &Args, port: u16) -> Result<(), String> {
     let host = host(args.seed, args.insecure)?;
     let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("valid");
-    let bound = host.listen(&addr).await.map_err(|e| e.to_string())?;
+    let bound = host.listen(&addr).await.map_err(|e| report(&e))?;
     println!("I am {bound}/p2p/{}", host.local_peer_id());
     serve_echo(host).await
 }
 
 async fn dial(args: &Args, addr: &Multiaddr) -> Result<(), String> {
     let host = host(args.seed, args.insecure)?;
-    let peer = host.dial(addr).await.map_err(|e| e.to_string())?;
+    let peer = host.dial(addr).await.map_err(|e| report(&e))?;
     let reply = echo_once(&host, peer).await?;
     println!("read reply: {:?}", String::from_utf8_lossy(&reply));
     Ok(())
@@ -153,7 +161,7 @@ async fn both(args: &Args) -> Result<(), String> {
     let bound = listener
         .listen(&"/ip4/127.0.0.1/tcp/0".parse().expect("valid"))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| report(&e))?;
     println!("listener: {} at {bound}", listener.local_peer_id());
     println!("dialer:   {}", dialer.local_peer_id());
     smol::spawn(serve_echo(listener.clone())).detach();
@@ -161,7 +169,7 @@ async fn both(args: &Args) -> Result<(), String> {
     let target: Multiaddr = format!("{bound}/p2p/{}", listener.local_peer_id())
         .parse()
         .expect("valid");
-    let peer = dialer.dial(&target).await.map_err(|e| e.to_string())?;
+    let peer = dialer.dial(&target).await.map_err(|e| report(&e))?;
     for conn in dialer.connections(&peer) {
         println!(
             "connected: security {}, muxer {}",
@@ -180,7 +188,7 @@ async fn both(args: &Args) -> Result<(), String> {
         .await
         .ok_or("the dialer did not identify")?;
     show_identify("listener", &info);
-    let rtt = dialer.ping(peer).await.map_err(|e| e.to_string())?;
+    let rtt = dialer.ping(peer).await.map_err(|e| report(&e))?;
     println!("ping: {rtt:?}");
     let reply = echo_once(&dialer, peer).await?;
     println!("read reply: {:?}", String::from_utf8_lossy(&reply));

@@ -1,0 +1,428 @@
+//! The user-facing host: commands that go to the node, and the events that
+//! answer them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use futures_channel::oneshot;
+use multiaddr::Multiaddr;
+use sansp2p::node::{
+    Config, ConnectionId, DialId, Event, ListenerId, Node, OpenStreamError, PingId, StreamHandle,
+};
+use sansp2p::protocols::identify;
+use sansp2p::time::StdClock;
+use sansp2p::{yamux, Instant, PeerId};
+
+use crate::driver::Shared;
+use crate::stream::Stream;
+use crate::{ConnectionInfo, Error, Runtime};
+
+/// Where a pending answer goes.
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// The host's bookkeeping next to the node.
+#[derive(Default)]
+pub(crate) struct App {
+    pub(crate) listen_replies: HashMap<ListenerId, Reply<Multiaddr>>,
+    dials: HashMap<DialId, Reply<(PeerId, ConnectionId)>>,
+    opens: HashMap<StreamHandle, Reply<()>>,
+    pings: HashMap<PingId, Reply<Duration>>,
+    /// `open_stream`s waiting for a session to have room for a stream;
+    /// dropping a sender wakes its waiter.
+    room: HashMap<PeerId, Vec<oneshot::Sender<()>>>,
+    pub(crate) streams: HashMap<StreamHandle, StreamWakers>,
+    inbound: HashMap<String, async_channel::Sender<(PeerId, StreamHandle)>>,
+    identified: HashMap<PeerId, identify::Info>,
+    established: HashMap<ConnectionId, ConnectionInfo>,
+    subscribers: Vec<async_channel::Sender<Event>>,
+}
+
+/// The application side of one stream.
+#[derive(Default)]
+pub(crate) struct StreamWakers {
+    pub(crate) read: Option<Waker>,
+    pub(crate) write: Option<Waker>,
+    /// Closed cleanly (reads return end of file).
+    pub(crate) finished: bool,
+    /// Reset (reads and writes fail).
+    pub(crate) reset: bool,
+}
+
+/// Hands one node event to whoever waits for it, then to the subscribers.
+pub(crate) fn dispatch(node: &mut Node, app: &mut App, event: Event, now: Instant) {
+    match &event {
+        Event::ConnectionEstablished {
+            conn,
+            peer,
+            security,
+            muxer,
+            remote_addr,
+            ..
+        } => {
+            let remote_addr = crate::multiaddr_from(remote_addr.clone());
+            let info = ConnectionInfo {
+                conn: *conn,
+                peer: *peer,
+                security: *security,
+                muxer,
+                remote_addr,
+            };
+            app.established.insert(*conn, info);
+        }
+        Event::ConnectionClosed { conn, peer, .. } => {
+            app.established.remove(conn);
+            // Waiting for room on this peer's connections: try again (on
+            // another connection, or fail as not connected).
+            if let Some(peer) = peer {
+                app.room.remove(peer);
+            }
+        }
+        Event::StreamsAvailable { peer, .. } => {
+            app.room.remove(peer);
+        }
+        Event::Dialed { dial, peer, conn } => {
+            if let Some(tx) = app.dials.remove(dial) {
+                let _ = tx.send(Ok((*peer, *conn)));
+            }
+        }
+        Event::DialFailed {
+            dial,
+            cause,
+            errors,
+            ..
+        } => {
+            if let Some(tx) = app.dials.remove(dial) {
+                let errors = errors
+                    .iter()
+                    .map(|(addr, e)| {
+                        let addr = crate::multiaddr_from(addr.clone());
+                        (addr, e.clone())
+                    })
+                    .collect();
+                let _ = tx.send(Err(Error::Dial {
+                    cause: *cause,
+                    errors,
+                }));
+            }
+        }
+        Event::Identified { peer, info, .. } => {
+            app.identified.insert(*peer, (**info).clone());
+        }
+        Event::InboundStream {
+            stream,
+            peer,
+            protocol,
+        } => {
+            app.streams.entry(*stream).or_default();
+            let delivered = app
+                .inbound
+                .get(&**protocol)
+                .is_some_and(|tx| tx.try_send((*peer, *stream)).is_ok());
+            if !delivered {
+                // Nobody takes it (receiver gone or full): refuse.
+                app.streams.remove(stream);
+                node.stream_reset(now, *stream);
+            }
+        }
+        Event::StreamOpened { stream, .. } => {
+            if let Some(tx) = app.opens.remove(stream) {
+                let _ = tx.send(Ok(()));
+            }
+        }
+        Event::StreamOpenFailed { stream, error } => {
+            if let Some(tx) = app.opens.remove(stream) {
+                let _ = tx.send(Err(Error::StreamOpen(error.clone())));
+            }
+            wake_stream(app, stream, |w| w.reset = true);
+        }
+        Event::StreamReadable { stream } => {
+            if let Some(w) = app.streams.get_mut(stream).and_then(|w| w.read.take()) {
+                w.wake();
+            }
+        }
+        Event::StreamWritable { stream } => {
+            if let Some(w) = app.streams.get_mut(stream).and_then(|w| w.write.take()) {
+                w.wake();
+            }
+        }
+        Event::StreamClosed { stream } => wake_stream(app, stream, |w| w.finished = true),
+        Event::StreamReset { stream } => wake_stream(app, stream, |w| w.reset = true),
+        Event::PingSuccess { ping, rtt, .. } => {
+            if let Some(tx) = app.pings.remove(ping) {
+                let _ = tx.send(Ok(*rtt));
+            }
+        }
+        Event::PingFailed { ping, error, .. } => {
+            if let Some(tx) = app.pings.remove(ping) {
+                let _ = tx.send(Err(Error::PingFailed(error.clone())));
+            }
+        }
+        _ => {}
+    }
+    app.subscribers
+        .retain(|tx| match tx.try_send(event.clone()) {
+            Ok(()) | Err(async_channel::TrySendError::Full(_)) => true,
+            Err(async_channel::TrySendError::Closed(_)) => false,
+        });
+}
+
+fn wake_stream(app: &mut App, stream: &StreamHandle, mark: impl FnOnce(&mut StreamWakers)) {
+    if let Some(w) = app.streams.get_mut(stream) {
+        mark(w);
+        w.read
+            .take()
+            .into_iter()
+            .chain(w.write.take())
+            .for_each(Waker::wake);
+    }
+}
+
+/// A running node: cheap to clone, every clone drives the same node. Its
+/// tasks run on the [`Runtime`] it was started with; its methods may be
+/// called from any thread and awaited on any executor.
+#[derive(Clone)]
+pub struct Host {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Host")
+            .field("peer", &self.shared.local_peer)
+            .field("runtime", &self.shared.runtime)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits for `rx`; the host dropped the sender only if it shut down.
+async fn answer<T>(rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
+    rx.await.unwrap_or(Err(Error::Shutdown))
+}
+
+impl Host {
+    /// Starts a node with `config` on `runtime`. The node's RNG is seeded
+    /// from the OS unless the config sets a seed.
+    pub fn new(mut config: Config, runtime: impl Runtime) -> Result<Host, Error> {
+        if config.rng_seed == [0; 32] {
+            getrandom::fill(&mut config.rng_seed).expect("the OS RNG is available");
+        }
+        let clock = StdClock::new();
+        let node = Node::new(clock.now(), config).map_err(Error::Config)?;
+        Ok(Host {
+            shared: Shared::start(node, clock, Arc::new(runtime)),
+        })
+    }
+
+    /// Our peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.shared.local_peer
+    }
+
+    /// Runs `task` on the host's runtime.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.shared.runtime.spawn(Box::pin(task));
+    }
+
+    /// Listens on a TCP multiaddr (`/ip4/127.0.0.1/tcp/0` picks a port);
+    /// returns the address actually bound.
+    pub async fn listen(&self, addr: &Multiaddr) -> Result<Multiaddr, Error> {
+        if sansp2p::addr::tcp_target(&addr.to_vec()).is_none() {
+            return Err(Error::UnsupportedAddress(addr.clone()));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.shared.with(|st, _| {
+            let id = st.node.listen_on(addr.to_vec());
+            st.app.listen_replies.insert(id, tx);
+        });
+        answer(rx).await
+    }
+
+    /// Dials `addr` (with or without a `/p2p/<id>` suffix; with one, the
+    /// peer must authenticate as that id). Returns the peer reached.
+    pub async fn dial(&self, addr: &Multiaddr) -> Result<PeerId, Error> {
+        let (peer, _) = self.dial_addrs(None, vec![addr.clone()]).await?;
+        Ok(peer)
+    }
+
+    /// Dials `peer` at `addrs` (ranked, one batch after another); an
+    /// existing connection answers at once.
+    pub async fn dial_peer(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<ConnectionId, Error> {
+        let (_, conn) = self.dial_addrs(Some(peer), addrs).await?;
+        Ok(conn)
+    }
+
+    async fn dial_addrs(
+        &self,
+        peer: Option<PeerId>,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<(PeerId, ConnectionId), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.with(|st, now| {
+            let addrs = addrs.iter().map(Multiaddr::to_vec).collect();
+            let id = st.node.dial(now, peer, addrs).map_err(Error::Refused)?;
+            st.app.dials.insert(id, tx);
+            Ok::<_, Error>(())
+        })?;
+        answer(rx).await
+    }
+
+    /// Serves `protocol`: inbound streams for it arrive on the returned
+    /// [`Incoming`]. Registering a protocol twice replaces the first receiver.
+    ///
+    /// Streams the application has not taken yet wait, up to the yamux
+    /// accept backlog of the node's config (`yamux.accept_backlog`, 256 as in
+    /// go-yamux) per protocol; a stream beyond that is reset, as is every
+    /// stream once the [`Incoming`] is dropped.
+    pub fn accept(&self, protocol: &str) -> Result<Incoming, Error> {
+        let rx = self.shared.with(|st, _| {
+            st.node
+                .register_protocol(protocol.to_owned())
+                .map_err(Error::Register)?;
+            let (tx, rx) = async_channel::bounded(st.node.config().yamux.accept_backlog);
+            st.app.inbound.insert(protocol.to_owned(), tx);
+            Ok::<_, Error>(rx)
+        })?;
+        Ok(Incoming {
+            host: self.clone(),
+            rx,
+        })
+    }
+
+    /// Opens a stream to a connected `peer` for `protocol`. While the
+    /// connection has no room for another stream (yamux's stream limit or
+    /// ACK backlog), it waits for [`Event::StreamsAvailable`] and tries
+    /// again.
+    pub async fn open_stream(&self, peer: PeerId, protocol: &str) -> Result<Stream, Error> {
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let (room_tx, room_rx) = oneshot::channel();
+            let opened = self.shared.with(|st, now| {
+                match st.node.open_stream(now, peer, [protocol.to_owned()]) {
+                    Ok(h) => {
+                        st.app.streams.entry(h).or_default();
+                        st.app.opens.insert(h, tx);
+                        Ok(Some(h))
+                    }
+                    Err(OpenStreamError::Yamux(
+                        yamux::OpenError::AckBacklogFull | yamux::OpenError::TooManyStreams,
+                    )) => {
+                        st.app.room.entry(peer).or_default().push(room_tx);
+                        Ok(None)
+                    }
+                    Err(e) => Err(Error::OpenStream(e)),
+                }
+            })?;
+            let Some(handle) = opened else {
+                // Room, or the connection closed: try again.
+                let _ = room_rx.await;
+                continue;
+            };
+            // Made first: dropped on failure, it frees the node's stream.
+            let stream = Stream::new(self.clone(), handle);
+            answer(rx).await?;
+            return Ok(stream);
+        }
+    }
+
+    /// Pings a connected peer; returns the round trip time.
+    pub async fn ping(&self, peer: PeerId) -> Result<Duration, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.with(|st, now| {
+            let id = st.node.ping(now, peer).map_err(Error::Ping)?;
+            st.app.pings.insert(id, tx);
+            Ok::<_, Error>(())
+        })?;
+        answer(rx).await
+    }
+
+    /// What `peer` told us in identify, once it did.
+    pub fn identify_info(&self, peer: &PeerId) -> Option<identify::Info> {
+        self.shared.lock().app.identified.get(peer).cloned()
+    }
+
+    /// Waits until `peer` has identified (or `timeout` passes).
+    pub async fn wait_identified(
+        &self,
+        peer: &PeerId,
+        timeout: Duration,
+    ) -> Option<identify::Info> {
+        let events = self.events();
+        if let Some(info) = self.identify_info(peer) {
+            return Some(info);
+        }
+        let mut identified = pin!(async {
+            while let Ok(event) = events.recv().await {
+                if matches!(event, Event::Identified { peer: p, .. } if p == *peer) {
+                    return self.identify_info(peer);
+                }
+            }
+            None
+        });
+        let mut expired = self
+            .shared
+            .runtime
+            .sleep_until(std::time::Instant::now() + timeout);
+        poll_fn(|cx| match identified.as_mut().poll(cx) {
+            Poll::Ready(info) => Poll::Ready(info),
+            Poll::Pending => expired.as_mut().poll(cx).map(|()| None),
+        })
+        .await
+    }
+
+    /// Whether dials of `peer` at `addr` are in backoff after recent failures.
+    pub fn is_backed_off(&self, peer: &PeerId, addr: &Multiaddr) -> bool {
+        self.shared.lock().node.is_backed_off(peer, &addr.to_vec())
+    }
+
+    /// The established connections to `peer`.
+    pub fn connections(&self, peer: &PeerId) -> Vec<ConnectionInfo> {
+        let st = self.shared.lock();
+        let all = st.app.established.values();
+        all.filter(|c| c.peer == *peer).cloned().collect()
+    }
+
+    /// Closes every connection to `peer`.
+    pub fn disconnect(&self, peer: &PeerId) {
+        self.shared.with(|st, _| {
+            let conns: Vec<_> = st.node.connections_to(peer).collect();
+            for conn in conns {
+                st.node.close_connection(conn);
+            }
+        });
+    }
+
+    /// Every node event from now on (a bounded queue: if the receiver falls
+    /// 1024 events behind, further events are dropped for it).
+    pub fn events(&self) -> Events {
+        let (tx, rx) = async_channel::bounded(1024);
+        self.shared.lock().app.subscribers.push(tx);
+        rx
+    }
+}
+
+/// The node's events, as [`Host::events`] hands them out.
+pub type Events = async_channel::Receiver<Event>;
+
+/// Inbound streams of one protocol.
+#[derive(Debug)]
+pub struct Incoming {
+    host: Host,
+    rx: async_channel::Receiver<(PeerId, StreamHandle)>,
+}
+
+impl Incoming {
+    /// The next inbound stream and its peer.
+    pub async fn next(&self) -> Option<(PeerId, Stream)> {
+        let (peer, handle) = self.rx.recv().await.ok()?;
+        Some((peer, Stream::new(self.host.clone(), handle)))
+    }
+}

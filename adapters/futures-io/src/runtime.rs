@@ -1,0 +1,72 @@
+//! What the binding needs from an async runtime: spawning, one kind of
+//! sleep, TCP connect and bind. Everything else (the node, the drive loop,
+//! the per-connection tasks) is runtime-agnostic and lives in this crate.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An async runtime, as the binding uses it. Implementations are a few
+/// lines over the runtime's own types (see `sansp2p-smol`,
+/// `sansp2p-async-std`, `sansp2p-tokio`).
+pub trait Runtime: Send + Sync + fmt::Debug + 'static {
+    /// Runs `task` in the background until it finishes.
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+
+    /// A future that completes at `at` (or soon after).
+    fn sleep_until(&self, at: std::time::Instant) -> BoxFuture<'static, ()>;
+
+    /// Opens a TCP connection to `addr`, with `TCP_NODELAY` set.
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Socket>>>;
+
+    /// Binds a TCP listener on `addr`. It may be called from any thread.
+    fn bind(&self, addr: SocketAddr) -> io::Result<Box<dyn Listener>>;
+
+    /// Resolves a DNS name. The default asks the system resolver on a
+    /// thread of its own, so that the runtime's threads never block.
+    fn resolve(&self, name: String, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map(Iterator::collect),
+            );
+        });
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(io::ErrorKind::Other.into()))
+        })
+    }
+}
+
+/// A connected TCP socket, shared by the connection's reader and writer
+/// tasks: the reader only calls `poll_read`, the writer only `poll_write`
+/// and `shutdown_write`, so each direction has one waker.
+pub trait Socket: Send + Sync + 'static {
+    /// Reads into `buf` (0: end of file), or registers `cx` for readability.
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
+
+    /// Writes a prefix of `buf`, or registers `cx` for writability.
+    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
+
+    /// Shuts the sending side (TCP FIN); reading goes on.
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+/// A bound TCP listener.
+pub trait Listener: Send + Sync + 'static {
+    /// The next accepted socket (with `TCP_NODELAY` set) and its peer's
+    /// address. An `async` method rather than a poll one: not every runtime
+    /// (async-std) offers a poll-based accept.
+    fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn Socket>, SocketAddr)>>;
+
+    /// The address it is bound to.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}

@@ -1,0 +1,264 @@
+//! Loopback scenarios shared by the runtime adapters' tests. Each adapter's
+//! `tests/loopback.rs` includes this file (`#[path]`) and runs the
+//! scenarios on its own runtime: the binding is one, so its tests are too.
+//!
+//! The async helpers only use the host API (which works from any
+//! executor); the raw peers are blocking `std::net` clients, to be run on
+//! a thread that is not one of the runtime's.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use sansp2p::node::upgrade::{NoiseSecrets, Upgrade};
+use sansp2p::node::{CloseReason, Event};
+use sansp2p::node::{Config, Endpoint, Security};
+use sansp2p::{Keypair, PeerId};
+use sansp2p_futures_io::{Events, Host, Multiaddr};
+
+pub const ECHO: &str = "/echo/1.0.0";
+
+/// A host's config from a fixed identity.
+pub fn config(seed: u8) -> Config {
+    Config::new(Keypair::from_secret_bytes([seed; 32]))
+}
+
+/// The same, offering only `/plaintext/2.0.0` (for the raw peers).
+pub fn plaintext_config(seed: u8) -> Config {
+    let mut config = config(seed);
+    config.security = vec![Security::Plaintext];
+    config
+}
+
+/// Serves [`ECHO`] on `host`: each stream's bytes go back as they come,
+/// and the stream closes after the peer's close.
+pub fn serve_echo(host: &Host) {
+    let incoming = host.accept(ECHO).expect("register the echo protocol");
+    let spawner = host.clone();
+    host.spawn(async move {
+        while let Some((_, mut s)) = incoming.next().await {
+            spawner.spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = s.close().await;
+            });
+        }
+    });
+}
+
+/// Listens on loopback; returns the address with `/p2p/<id>`.
+pub async fn listening(h: &Host) -> Multiaddr {
+    let addr = h
+        .listen(&"/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .await
+        .unwrap();
+    format!("{addr}/p2p/{}", h.local_peer_id()).parse().unwrap()
+}
+
+/// The socket address of a loopback multiaddr.
+pub fn socket_addr(addr: &Multiaddr) -> SocketAddr {
+    match sansp2p::addr::tcp_target(&addr.to_vec()) {
+        Some(sansp2p::addr::TcpTarget::Ip(sa)) => sa,
+        _ => panic!("{addr} is an IP and TCP address"),
+    }
+}
+
+/// Sends `data` on a new echo stream while reading the reply; half-closes
+/// after the last byte and returns what came back.
+pub async fn echo(h: &Host, peer: PeerId, data: &[u8]) -> Vec<u8> {
+    let mut s = h.open_stream(peer, ECHO).await.unwrap();
+    let (mut r, mut w) = futures_lite::io::split(&mut s);
+    let write = async {
+        w.write_all(data).await.unwrap();
+        w.close().await.unwrap();
+    };
+    let read = async {
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    futures_lite::future::zip(write, read).await.1
+}
+
+/// A stream for a protocol `b` does not serve fails its negotiation, and
+/// the connection carries on.
+pub async fn unknown_protocol_is_refused(a: &Host, peer: PeerId) {
+    let err = a.open_stream(peer, "/nobody/1.0.0").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            sansp2p_futures_io::Error::StreamOpen(sansp2p::node::StreamOpenFailure::Negotiation(_))
+        ),
+        "{err:?}"
+    );
+    assert_eq!(echo(a, peer, b"still here").await, b"still here");
+}
+
+/// Why the next connection to close did.
+pub async fn next_close(events: &Events) -> CloseReason {
+    loop {
+        if let Event::ConnectionClosed { reason, .. } = events.recv().await.unwrap() {
+            return reason;
+        }
+    }
+}
+
+/// `len` bytes of a pattern that repeats only every 2^32 bytes.
+pub fn payload(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect()
+}
+
+/// FNV-1a, 64 bits.
+pub fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+// ------------------------------------------------------------ raw peers
+
+/// yamux Ping SYN on stream 0 with `opaque`.
+fn ping_frame(opaque: u32) -> [u8; 12] {
+    let mut f = [0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+    f[8..].copy_from_slice(&opaque.to_be_bytes());
+    f
+}
+
+/// Counts the Ping ACKs among the yamux frames in `bytes` whose opaque
+/// value is below `n`; the frames must end on a frame boundary.
+fn count_pongs(bytes: &[u8], n: u32) -> usize {
+    let mut pongs = 0;
+    let mut rest = bytes;
+    while rest.len() >= 12 {
+        let (header, body) = rest.split_at(12);
+        let len = u32::from_be_bytes(header[8..].try_into().unwrap());
+        if header[1] == 0 {
+            // A data frame: its length is the payload that follows.
+            rest = &body[len as usize..];
+            continue;
+        }
+        if header[1..4] == [2, 0, 2] && len < n {
+            pongs += 1;
+        }
+        rest = body;
+    }
+    assert!(rest.is_empty(), "{} bytes after the last frame", rest.len());
+    pongs
+}
+
+/// A blocking client that ran the upgrade (multistream, plaintext,
+/// multistream, yamux) as a dialer and now speaks raw yamux frames.
+pub struct RawPeer {
+    pub socket: TcpStream,
+    /// yamux bytes that came with the end of the upgrade.
+    pub received: Vec<u8>,
+}
+
+impl RawPeer {
+    pub fn connect(addr: SocketAddr) -> RawPeer {
+        let mut socket = TcpStream::connect(addr).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let key = Keypair::from_secret_bytes([60; 32]);
+        let secrets = NoiseSecrets {
+            static_secret: [61; 32],
+            ephemeral_secret: [62; 32],
+        };
+        let mut up = Upgrade::new(
+            Endpoint::Dialer,
+            &key,
+            &[Security::Plaintext],
+            None,
+            secrets,
+        )
+        .unwrap();
+        let mut received = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            let _ = up.poll_transmit(&mut out);
+            socket.write_all(&out).unwrap();
+            out.clear();
+            if let Some(outcome) = up.poll_event() {
+                outcome.expect("the raw peer's upgrade");
+                let _ = up.poll_transmit(&mut out);
+                socket.write_all(&out).unwrap();
+                return RawPeer { socket, received };
+            }
+            let used = up.handle_read(&received);
+            received.drain(..used);
+            if used == 0 {
+                let mut buf = [0u8; 4096];
+                let n = socket.read(&mut buf).unwrap();
+                assert!(n > 0, "the host closed during the upgrade");
+                received.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+}
+
+/// The defect of the first binding: a peer sends `n` yamux pings in one
+/// write and then its FIN; the host must answer every ping before it
+/// closes. Returns how many pongs came back before the end of file.
+pub fn pings_then_fin(addr: SocketAddr, n: u32) -> usize {
+    let RawPeer {
+        mut socket,
+        mut received,
+    } = RawPeer::connect(addr);
+    let pings: Vec<u8> = (0..n).flat_map(ping_frame).collect();
+    socket.write_all(&pings).unwrap();
+    socket.shutdown(Shutdown::Write).unwrap();
+    socket
+        .read_to_end(&mut received)
+        .expect("the host's FIN, not a reset or a timeout");
+    count_pongs(&received, n)
+}
+
+/// A peer that floods pings and never reads: the host must give up on it
+/// (write stall) and drop the socket. Floods for at most `limit`; returns
+/// how long until a write failed (the host reset the connection it had
+/// stopped reading).
+pub fn flood_without_reading(addr: SocketAddr, limit: Duration) -> Duration {
+    let RawPeer { mut socket, .. } = RawPeer::connect(addr);
+    socket
+        .set_write_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let burst: Vec<u8> = (0..4096).flat_map(ping_frame).collect();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match socket.write(&burst) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                // Dropped: what is left to read ends in EOF or a reset,
+                // at once rather than at the read timeout.
+                let mut rest = Vec::new();
+                if let Err(e) = socket.read_to_end(&mut rest) {
+                    assert_ne!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock,
+                        "the socket is still open"
+                    );
+                }
+                return start.elapsed();
+            }
+        }
+    }
+    panic!("the host still took our writes after {limit:?}");
+}
