@@ -21,6 +21,7 @@
 //     echo-many PEER N LEN     N concurrent echo streams (seeds 1..N)
 //     open-unknown PEER        try to open /unknown/1.0.0 on the existing connection
 //     identify PEER            what identify told us about PEER (waits for it)
+//     protocols PEER           PEER's protocols in the peer store now (identify push updates them)
 //     connections PEER         the open connections to PEER
 //     close PEER               close every connection to PEER
 // End of stdin stops the node and exits.
@@ -31,7 +32,7 @@ import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { plaintext } from '@libp2p/plaintext'
 import { noise } from '@chainsafe/libp2p-noise'
-import { identify } from '@libp2p/identify'
+import { identify, identifyPush } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { echo } from '@libp2p/echo'
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
@@ -131,6 +132,7 @@ const node = await createLibp2p({
   streamMuxers: [yamux()],
   services: {
     identify: identify(),
+    identifyPush: identifyPush(),
     ping: ping(),
     echo: echo({
       maxInboundStreams: MAX_ECHO_STREAMS,
@@ -283,6 +285,14 @@ const commands = {
       identifyWaiters.set(peer, waiters)
     })
     return { info }
+  },
+  async protocols ([peer]) {
+    needArgs([peer].filter(Boolean), 1, 'protocols PEER')
+    // What the peer store holds now: identify, then every identify push.
+    const conn = node.getConnections().find((c) => c.remotePeer.toString() === peer)
+    if (conn === undefined) throw new Error(`not connected to ${peer}`)
+    const stored = await node.peerStore.get(conn.remotePeer)
+    return { protocols: stored.protocols }
   },
   async connections ([peer]) {
     needArgs([peer].filter(Boolean), 1, 'connections PEER')

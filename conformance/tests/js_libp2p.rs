@@ -784,6 +784,37 @@ fn identify_and_upgrade_over_plaintext_when_js_dials() {
     identify_and_upgrade(Dialer::Js, 22, Security::Plaintext);
 }
 
+/// Identify push: a protocol we register while connected reaches js-libp2p's
+/// peer store (issue 9: push sent nothing on the lazy path).
+fn identify_push(dialer: Dialer, seed: u8) {
+    let mut p = connect(dialer, seed);
+    within(
+        "their identify",
+        p.ours.host.wait_identified(&p.js.peer, TIMEOUT),
+    )
+    .expect("js answers identify");
+    let peer = p.ours.peer.to_string();
+    let before = strings(&p.js.ok(&format!("protocols {peer}"))["protocols"]);
+    assert!(!before.iter().any(|x| x == "/pushed/1.0.0"), "{before:?}");
+    let _incoming = p.ours.host.accept("/pushed/1.0.0").expect("a valid name");
+    eventually("js to learn /pushed/1.0.0", || {
+        strings(&p.js.ok(&format!("protocols {peer}"))["protocols"])
+            .iter()
+            .any(|x| x == "/pushed/1.0.0")
+            .then_some(())
+    });
+}
+
+#[test]
+fn identify_push_when_we_dial() {
+    identify_push(Dialer::Us, 60);
+}
+
+#[test]
+fn identify_push_when_js_dials() {
+    identify_push(Dialer::Js, 61);
+}
+
 // ---------------------------------------------------------------------------
 // 2. Ping, both ways
 

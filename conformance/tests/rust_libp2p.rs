@@ -603,6 +603,34 @@ impl Setup {
 
 // ------------------------------------------------- 1. identify, protocols
 
+/// Identify push: a protocol we register while connected reaches
+/// rust-libp2p, which sees it in a pushed identify (issue 9: push sent
+/// nothing on the lazy path).
+fn identify_push_reaches_them(binding: Binding, dir: Dir) {
+    run(async {
+        let (mut s, _) = Setup::connected(binding, dir).await;
+        s.wait_identified_both_ways().await;
+        let _incoming = s.ours.accept("/pushed/1.0.0").expect("a valid name");
+        let our_id = s.our_id;
+        s.theirs
+            .expect("rust-libp2p: identify with /pushed/1.0.0", |e| match e {
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                    peer_id,
+                    info,
+                    ..
+                })) if *peer_id == our_id
+                    && info.protocols.iter().any(|p| p.as_ref() == "/pushed/1.0.0") =>
+                {
+                    Some(())
+                }
+                _ => None,
+            })
+            .await;
+    });
+}
+
+on_both_bindings!(identify_push_reaches_them);
+
 fn identify_and_negotiated_protocols(binding: Binding, dir: Dir) {
     run(async {
         let (mut s, conn) = Setup::connected(binding, dir).await;
