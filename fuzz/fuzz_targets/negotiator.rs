@@ -31,7 +31,7 @@ fuzz_target!(|input: Input| {
         if was_finished {
             assert_eq!(used, 0);
         }
-        n.poll_transmit(&mut out);
+        let _ = n.poll_transmit(&mut out);
         while let Some(event) = n.poll_event() {
             if let sansp2p::multistream::Event::InboundProposal { .. } = event {
                 match decisions.next() {

@@ -33,11 +33,11 @@ fn genuine_pair() -> (Box<Transport>, Box<Transport>) {
     let mut r = Handshake::responder(&b, [5; 32], [6; 32]);
     for _ in 0..3 {
         let mut wire = Vec::new();
-        i.poll_transmit(&mut wire);
-        r.handle_read(&wire);
+        let _ = i.poll_transmit(&mut wire);
+        let _ = r.handle_read(&wire);
         wire.clear();
-        r.poll_transmit(&mut wire);
-        i.handle_read(&wire);
+        let _ = r.poll_transmit(&mut wire);
+        let _ = i.handle_read(&wire);
     }
     match (i.poll_event(), r.poll_event()) {
         (Some(Event::Done { transport: ti, .. }), Some(Event::Done { transport: tr, .. })) => {
@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
     feed(&mut Handshake::responder(&key, [7; 32], [8; 32]), data);
     let mut initiator = Handshake::initiator(&key, [7; 32], [8; 32], None);
     let mut first = Vec::new();
-    initiator.poll_transmit(&mut first);
+    let _ = initiator.poll_transmit(&mut first);
     feed(&mut initiator, data);
 
     // Genuine frames, then the fuzz input as a forged tail.
