@@ -206,7 +206,7 @@ impl MioNode {
         match action {
             Action::Listen { listener, addr } => {
                 let bound = match tcp_target(&addr) {
-                    Some(TcpTarget::Ip(sa)) => TcpListener::bind(sa),
+                    Some(TcpTarget::Ip(sa)) => bind(sa),
                     _ => Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         "not an ip/tcp address",
@@ -375,6 +375,25 @@ impl MioNode {
             None => {}
         }
     }
+}
+
+/// Connections the kernel queues for `accept` per listener. std and mio
+/// use 128, which a burst of a few hundred connects overflows (the kernel
+/// then answers with SYN cookies and drops the handshake's last ACK, so
+/// the peer holds a socket we never see).
+const LISTEN_BACKLOG: i32 = 1024;
+
+fn bind(sa: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(sa),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&sa.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 fn transport_error(e: &io::Error) -> TransportError {

@@ -614,10 +614,17 @@ impl Node {
         error: Option<yamux::ConnectionError>,
     ) -> CloseReason {
         match (error, session.remote_go_away()) {
+            // The peer said goodbye first, whatever happened after.
+            (_, Some(code)) if session.local_go_away().is_none() => CloseReason::GoAway(code),
+            // End of file with streams still open is how most peers hang
+            // up (rust-libp2p closes the socket): not a protocol error.
+            (None | Some(yamux::ConnectionError::TransportClosed), _)
+                if session.local_go_away().is_none() =>
+            {
+                CloseReason::Eof
+            }
+            (None, _) => CloseReason::Local,
             (Some(e), _) => CloseReason::Session(e),
-            (None, Some(code)) if session.local_go_away().is_none() => CloseReason::GoAway(code),
-            (None, _) if session.local_go_away().is_some() => CloseReason::Local,
-            (None, _) => CloseReason::Eof,
         }
     }
 

@@ -41,6 +41,8 @@ struct Net {
     wire: VecDeque<(Instant, usize, ConnectionId, Option<Vec<u8>>)>,
     /// Unconsumed bytes per destination connection (backpressure).
     inbox: HashMap<(usize, ConnectionId), Vec<u8>>,
+    /// Connections whose end of file arrived, delivered once the inbox is read.
+    eof: hashbrown::HashSet<(usize, ConnectionId)>,
     events: Vec<Vec<Event>>,
     /// Read size: every delivery is cut into pieces of at most this many bytes.
     chunk: usize,
@@ -75,6 +77,7 @@ impl Net {
             links: HashMap::new(),
             wire: VecDeque::new(),
             inbox: HashMap::new(),
+            eof: hashbrown::HashSet::new(),
             events: (0..n).map(|_| Vec::new()).collect(),
             chunk: usize::MAX,
         }
@@ -138,9 +141,10 @@ impl Net {
                     .entry((j, conn))
                     .or_default()
                     .extend_from_slice(&b),
+                // The end of file comes after the bytes before it.
                 None => {
-                    let now = self.now;
-                    self.nodes[j].handle_read_closed(now, conn);
+                    self.eof.insert((j, conn));
+                    self.inbox.entry((j, conn)).or_default();
                 }
             }
         }
@@ -159,6 +163,12 @@ impl Net {
             if used > 0 {
                 busy = true;
                 buf.drain(..used);
+            }
+            if buf.is_empty() && self.eof.remove(&(j, conn)) {
+                busy = true;
+                self.inbox.remove(&(j, conn));
+                let now = self.now;
+                self.nodes[j].handle_read_closed(now, conn);
             }
         }
         busy
@@ -1228,6 +1238,50 @@ fn peer_protocols_are_forgotten_on_disconnect() {
         })
     });
     assert_eq!(net.nodes[0].peer_protocols(&b), None);
+    // The other side was told why: our GoAway.
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(1, |e| {
+            matches!(
+                e,
+                Event::ConnectionClosed {
+                    reason: CloseReason::GoAway(yamux::GoAwayCode::NORMAL),
+                    ..
+                }
+            )
+        })
+    });
+}
+
+/// A peer that hangs up without GoAway, with a stream still open, closed
+/// the connection: `Eof`, not a session error.
+#[test]
+fn a_peer_hanging_up_with_an_open_stream_is_an_eof() {
+    let mut net = Net::new(2);
+    net.nodes[1].register_protocol(ECHO).unwrap();
+    let conn = net.connect(0, 1);
+    let b = net.peer(1);
+    let _open = net.nodes[0].open_stream(net.now, b, [ECHO]).unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(1, |e| matches!(e, Event::InboundStream { .. }))
+    });
+    let theirs = net.events[1]
+        .iter()
+        .find_map(|e| match e {
+            Event::ConnectionEstablished { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .unwrap();
+    let _ = conn;
+    net.nodes[1].handle_read_closed(net.now, theirs);
+    assert!(
+        core::iter::from_fn(|| net.nodes[1].poll_event()).any(|e| matches!(
+            e,
+            Event::ConnectionClosed {
+                reason: CloseReason::Eof,
+                ..
+            }
+        ))
+    );
 }
 
 /// Defect 7: a dialer that proposes protocol after protocol on a stream

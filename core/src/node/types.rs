@@ -231,7 +231,8 @@ pub enum CloseReason {
     /// The peer sent GoAway and the session ended.
     #[error("peer sent GoAway {0:?}")]
     GoAway(yamux::GoAwayCode),
-    /// The peer closed the connection (end of file), with nothing outstanding.
+    /// The peer closed the connection (end of file) without a GoAway;
+    /// streams still open were reset.
     #[error("closed by the peer")]
     Eof,
     /// The socket failed or was closed under us.
