@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p sansp2p-conformance --example load
+//! LISTENER=smol SMOL_THREADS=2 cargo run --release -p sansp2p-conformance --example load
 //! ```
 //!
 //! **The listener** is our node in a child process (this example run again
@@ -15,6 +16,37 @@
 //! (`VmRSS` in `/proc/<pid>/status`) and open descriptors (entries of
 //! `/proc/<pid>/fd`), before, at the peak of (sampled every 100 ms) and after
 //! every phase.
+//!
+//! **`LISTENER=smol`** runs the listener on `sansp2p-smol` instead (the
+//! futures-io binding, whose node sits behind one mutex): a [`Host`] with
+//! the same [`Config`], serving `/echo/1.0.0` through the Host API
+//! ([`Host::accept`], `Incoming::next`, read, write and close on the
+//! futures-io [`Stream`]), one task per stream on smol's global executor
+//! (`SMOL_THREADS` threads, 1 if unset). Its counters come from
+//! [`Host::events`] (established, closes by reason, failed upgrades; the
+//! queue holds 1024 events, and `events_queue_full` counts the times it was
+//! seen full, when counts may be short), from the echo tasks (streams,
+//! bytes), and from its runtime, smol's wrapped in one that counts the
+//! sockets the node has started to use and not yet released (`conns`,
+//! `peak`: what the node's `connection_count` counts, seen from the
+//! sockets). The mutex cannot be timed from outside the binding, so the
+//! listener measures around it:
+//! - a probe thread takes the mutex at random times (exponential gaps, 1 ms
+//!   on average) through [`Host::identify_info`], which holds it for one
+//!   map lookup: how long it waited is what a thread arriving at that
+//!   moment waits, and the share of probes that waited over 1 us estimates
+//!   the share of time the mutex is held;
+//! - every call of the echo tasks into the [`Stream`] is timed (each takes
+//!   the mutex and drains the node under it): with one executor thread that
+//!   is its hold time, with more it includes the wait;
+//! - the sockets' writes (made by the binding with the mutex held) and
+//!   reads (without it) are timed.
+//!
+//! The parent prints these per part of a phase (`listener, ...:` lines,
+//! repeated under the summary's PHASE lines), with the CPU time of each of
+//! the listener's threads and the time they waited, runnable, for a CPU
+//! (`/proc/<pid>/task/*/schedstat`); with the mio listener only the CPU
+//! figures.
 //!
 //! Its limits are set for this scenario:
 //! - `max_connections` = [`MAX_CONNECTIONS`] (600): below phase 2's 1000
@@ -47,14 +79,15 @@
 //!    drops those at the upgrade timeout and refuses the rest at once; the
 //!    echo keeps going (latency before and during the phase), and the
 //!    descriptors come back to the baseline. The burst overflows the
-//!    listen backlog (the adapter's `mio` listener uses 128), so the kernel
-//!    drops SYNs and answers with SYN cookies; the phase prints the kernel's
-//!    counters. A socket that hears nothing for [`HALF_OPEN_LIMIT`] sends
-//!    one probe byte: an answer (the listener's multistream header, a reset
-//!    or an end of file) means the listener never had the connection (the
-//!    kernel dropped the last ACK of a SYN-cookie handshake; the listener's
-//!    descriptor count shows it holds none of them), which is counted and
-//!    reported; silence means the listener holds it: a hang.
+//!    listen backlog (1024 on `sansp2p-mio`, std's 128 on `sansp2p-smol`),
+//!    so the kernel drops SYNs and answers with SYN cookies; the phase
+//!    prints the kernel's counters. A socket that hears nothing for
+//!    [`HALF_OPEN_LIMIT`] sends one probe byte: an answer (the listener's
+//!    multistream header, a reset or an end of file) means the listener
+//!    never had the connection (the kernel dropped the last ACK of a
+//!    SYN-cookie handshake; the listener's descriptor count shows it holds
+//!    none of them), which is counted and reported; silence means the
+//!    listener holds it: a hang.
 //! 4. `churn-2000`: 2000 sequential cycles of a fresh rust-libp2p client
 //!    connecting, echoing once and disconnecting: cycles per second, and
 //!    memory and descriptors at 0, 1000 and 2000 cycles (they must not grow).
@@ -71,9 +104,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read as _, Write as _};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::process::{Child, ChildStdin, Command as Process, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll as TaskPoll};
 use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -85,7 +120,9 @@ use sansp2p::addr::{tcp_multiaddr, tcp_target, TcpTarget};
 use sansp2p::node::{Config, Event, StreamError, StreamHandle};
 use sansp2p::Keypair;
 use sansp2p_conformance::rust_peer::{spawn_driver, Behaviour, Command, TheirEvent};
+use sansp2p_futures_io::{BoxFuture, Listener as SocketListener, Runtime, Socket};
 use sansp2p_mio::MioNode;
+use sansp2p_smol::{Host, Smol, Stream};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot};
 
@@ -152,8 +189,15 @@ const FDS_WANTED: u64 = 16_384;
 type Res<T> = Result<T, String>;
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("--listener") {
-        if let Err(e) = listener_main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("--listener") {
+        let result = match args.next().as_deref().map(ListenerKind::parse) {
+            Some(Ok(ListenerKind::Mio)) => listener_main(),
+            Some(Ok(ListenerKind::Smol)) => smol_listener_main(),
+            Some(Err(e)) => Err(io::Error::other(e)),
+            None => Err(io::Error::other("--listener needs mio or smol")),
+        };
+        if let Err(e) = result {
             eprintln!("listener: {e}");
             std::process::exit(1);
         }
@@ -164,19 +208,73 @@ fn main() {
 
 // ======================================================= the listener side
 
+/// Which adapter runs the listener (`LISTENER` in the environment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListenerKind {
+    /// `sansp2p-mio`: one thread, the node owned by the loop.
+    Mio,
+    /// `sansp2p-smol`: the futures-io binding, the node behind one mutex.
+    Smol,
+}
+
+impl ListenerKind {
+    fn parse(name: &str) -> Result<ListenerKind, String> {
+        match name {
+            "mio" => Ok(ListenerKind::Mio),
+            "smol" => Ok(ListenerKind::Smol),
+            other => Err(format!("unknown listener {other:?} (mio or smol)")),
+        }
+    }
+
+    /// From `LISTENER`; mio if it is unset or empty.
+    fn from_env() -> Result<ListenerKind, String> {
+        match std::env::var("LISTENER") {
+            Ok(name) if !name.is_empty() => ListenerKind::parse(&name),
+            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(ListenerKind::Mio),
+            Err(e) => Err(format!("LISTENER: {e}")),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Mio => "mio",
+            ListenerKind::Smol => "smol",
+        }
+    }
+
+    /// The listener's listen backlog, as the phase 3 message says it.
+    fn backlog(self) -> &'static str {
+        match self {
+            ListenerKind::Mio => "1024, which sansp2p-mio asks for",
+            ListenerKind::Smol => "128, std's TcpListener::bind, which sansp2p-smol uses",
+        }
+    }
+}
+
 /// A command from the parent, one line on stdin.
 enum ListenerCommand {
     Stats,
+    /// The measurements since the last `window` (and start a new one).
+    Window,
     Quit,
 }
 
-/// The listener process: our node, echoing, until stdin says `quit` or ends.
-fn listener_main() -> io::Result<()> {
+/// The listener's config, the same on either adapter.
+fn listener_config() -> Config {
     let mut config = Config::new(Keypair::from_secret_bytes(LISTENER_SECRET));
     config.max_connections = MAX_CONNECTIONS;
     config.inbound.max_pending = MAX_PENDING;
     config.upgrade_timeout = UPGRADE_TIMEOUT;
-    let mut p2p = MioNode::new(config, Token(0)).map_err(io::Error::other)?;
+    config
+}
+
+/// The mio listener's answer to `window`: it has nothing to measure but
+/// its threads' CPU, which the parent reads.
+const MIO_WINDOW: &str = "no mutex (the mio listener owns the node on one thread)";
+
+/// The listener process: our node, echoing, until stdin says `quit` or ends.
+fn listener_main() -> io::Result<()> {
+    let mut p2p = MioNode::new(listener_config(), Token(0)).map_err(io::Error::other)?;
     p2p.node()
         .register_protocol(ECHO)
         .map_err(io::Error::other)?;
@@ -199,6 +297,7 @@ fn listener_main() -> io::Result<()> {
         loop {
             match commands.try_recv() {
                 Ok(ListenerCommand::Stats) => server.print_stats(conns),
+                Ok(ListenerCommand::Window) => println!("window {MIO_WINDOW}"),
                 Ok(ListenerCommand::Quit) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                     return Ok(())
                 }
@@ -225,11 +324,12 @@ fn listener_main() -> io::Result<()> {
 /// the end of stdin (the parent is gone).
 fn stdin_commands() -> std::sync::mpsc::Receiver<ListenerCommand> {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let reader = move || {
         for line in io::stdin().lock().lines() {
             let Ok(line) = line else { break };
             let command = match line.trim() {
                 "stats" => ListenerCommand::Stats,
+                "window" => ListenerCommand::Window,
                 "quit" => ListenerCommand::Quit,
                 _ => continue,
             };
@@ -237,7 +337,11 @@ fn stdin_commands() -> std::sync::mpsc::Receiver<ListenerCommand> {
                 break;
             }
         }
-    });
+    };
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(reader)
+        .expect("a thread for stdin");
     rx
 }
 
@@ -381,6 +485,523 @@ fn key(prefix: &str, what: &dyn std::fmt::Debug) -> String {
     format!("{prefix}.{name}")
 }
 
+// ==================================================== the smol listener
+
+/// Mean gap between two probes of the node's mutex (exponential gaps).
+const PROBE_GAP: Duration = Duration::from_millis(1);
+/// A probe that took longer than this found the mutex held: taking a free
+/// one and looking up a map takes a few hundred nanoseconds at most.
+const PROBE_HELD: Duration = Duration::from_micros(1);
+/// How often the event counter drains the event queue. It polls rather
+/// than blocks, so that the node's events, sent with the mutex held, do not
+/// also wake a thread each.
+const EVENTS_TICK: Duration = Duration::from_millis(1);
+/// Each echo task's buffer: what the mio listener reads at once, and what
+/// the adapters' `serve_echo` uses.
+const SMOL_ECHO_BUF: usize = 64 * 1024;
+
+/// The smol listener's counters and measurements (one listener a process).
+static SMOL: SmolFigures = SmolFigures::new();
+
+struct SmolFigures {
+    /// Sockets the node has started to use and not yet released.
+    conns: AtomicUsize,
+    /// The most `conns` since the last `stats`.
+    peak: AtomicUsize,
+    established: AtomicU64,
+    streams_done: AtomicU64,
+    echoed_bytes: AtomicU64,
+    /// Echo tasks running.
+    open_streams: AtomicU64,
+    /// Times the event counter found the event queue full (events may have
+    /// been dropped for it, and the counts below be short).
+    events_queue_full: AtomicU64,
+    /// Closes by reason and failed upgrades by error (as the mio listener).
+    counts: Mutex<BTreeMap<String, u64>>,
+    /// How long the probe waited for the node's mutex.
+    probe: Histogram,
+    /// The echo tasks' calls into their streams (each takes the mutex and
+    /// drains the node).
+    stream_calls: Histogram,
+    /// The binding's socket writes, made with the mutex held.
+    socket_writes: Histogram,
+    /// The binding's socket reads, made without it.
+    socket_reads: Histogram,
+    /// When the current window started.
+    window: Mutex<Option<Instant>>,
+}
+
+impl SmolFigures {
+    const fn new() -> SmolFigures {
+        SmolFigures {
+            conns: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            established: AtomicU64::new(0),
+            streams_done: AtomicU64::new(0),
+            echoed_bytes: AtomicU64::new(0),
+            open_streams: AtomicU64::new(0),
+            events_queue_full: AtomicU64::new(0),
+            counts: Mutex::new(BTreeMap::new()),
+            probe: Histogram::new(),
+            stream_calls: Histogram::new(),
+            socket_writes: Histogram::new(),
+            socket_reads: Histogram::new(),
+            window: Mutex::new(None),
+        }
+    }
+}
+
+/// Four buckets per power of two of nanoseconds.
+const BUCKETS: usize = 256;
+
+/// Durations, counted by size without a lock.
+struct Histogram {
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+    max_ns: AtomicU64,
+    /// Longer than [`PROBE_HELD`].
+    over: AtomicU64,
+    buckets: [AtomicU64; BUCKETS],
+}
+
+/// What a [`Histogram`] recorded over one window.
+struct Recorded {
+    count: u64,
+    sum_ns: u64,
+    max_ns: u64,
+    over: u64,
+    buckets: Vec<u64>,
+}
+
+impl Histogram {
+    const fn new() -> Histogram {
+        Histogram {
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+            max_ns: AtomicU64::new(0),
+            over: AtomicU64::new(0),
+            buckets: [const { AtomicU64::new(0) }; BUCKETS],
+        }
+    }
+
+    fn record(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+        if d > PROBE_HELD {
+            self.over.fetch_add(1, Ordering::Relaxed);
+        }
+        self.buckets[bucket(ns)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What was recorded since the last `take`, which starts afresh.
+    fn take(&self) -> Recorded {
+        Recorded {
+            count: self.count.swap(0, Ordering::Relaxed),
+            sum_ns: self.sum_ns.swap(0, Ordering::Relaxed),
+            max_ns: self.max_ns.swap(0, Ordering::Relaxed),
+            over: self.over.swap(0, Ordering::Relaxed),
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.swap(0, Ordering::Relaxed))
+                .collect(),
+        }
+    }
+}
+
+/// The bucket of `ns`: below 8 one per value, then four per power of two.
+fn bucket(ns: u64) -> usize {
+    if ns < 8 {
+        return ns as usize;
+    }
+    let octave = 63 - ns.leading_zeros() as usize;
+    octave * 4 + ((ns >> (octave - 2)) & 3) as usize
+}
+
+/// The middle of bucket `i` (within 12.5% of any value in it).
+fn bucket_middle(i: usize) -> u64 {
+    if i < 8 {
+        return i as u64;
+    }
+    let (octave, quarter) = (i / 4, (i % 4) as u64);
+    let width = 1u64 << (octave - 2);
+    (4 + quarter) * width + width / 2
+}
+
+impl Recorded {
+    fn quantile(&self, q: f64) -> Duration {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((total - 1) as f64 * q).round() as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen > rank {
+                return Duration::from_nanos(bucket_middle(i).min(self.max_ns));
+            }
+        }
+        Duration::from_nanos(self.max_ns)
+    }
+
+    fn mean(&self) -> Duration {
+        Duration::from_nanos(self.sum_ns.checked_div(self.count).unwrap_or(0))
+    }
+
+    fn total(&self) -> Duration {
+        Duration::from_nanos(self.sum_ns)
+    }
+
+    /// Count, mean, p50, p99 and max.
+    fn figures(&self) -> String {
+        format!(
+            "{} x, mean {} p50 {} p99 {} max {}",
+            self.count,
+            short(self.mean()),
+            short(self.quantile(0.5)),
+            short(self.quantile(0.99)),
+            short(Duration::from_nanos(self.max_ns))
+        )
+    }
+}
+
+/// A duration in ns, us or ms.
+fn short(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns < 1_000 {
+        format!("{ns} ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1} us", ns as f64 / 1e3)
+    } else {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    }
+}
+
+/// smol's runtime ([`Smol`]), its sockets wrapped in [`CountedSocket`]s.
+#[derive(Debug, Clone, Copy)]
+struct CountingSmol;
+
+impl Runtime for CountingSmol {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        Smol.spawn(task);
+    }
+
+    fn sleep_until(&self, at: Instant) -> BoxFuture<'static, ()> {
+        Smol.sleep_until(at)
+    }
+
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Socket>>> {
+        let connecting = Smol.connect(addr);
+        Box::pin(async move { Ok(CountedSocket::boxed(connecting.await?)) })
+    }
+
+    fn bind(&self, addr: SocketAddr) -> io::Result<Box<dyn SocketListener>> {
+        Ok(Box::new(CountedListener(Smol.bind(addr)?)))
+    }
+}
+
+struct CountedListener(Box<dyn SocketListener>);
+
+impl SocketListener for CountedListener {
+    fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn Socket>, SocketAddr)>> {
+        let accepting = self.0.accept();
+        Box::pin(async move {
+            let (socket, remote) = accepting.await?;
+            Ok((CountedSocket::boxed(socket), remote))
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// A socket that counts in `conns` from its first read or write (the
+/// binding starts a connection's tasks only once the node took it; a
+/// socket it refused is dropped unused) until it is dropped (the node
+/// released the connection), and times its reads and writes.
+struct CountedSocket {
+    inner: Box<dyn Socket>,
+    used: AtomicBool,
+}
+
+impl CountedSocket {
+    fn boxed(inner: Box<dyn Socket>) -> Box<dyn Socket> {
+        Box::new(CountedSocket {
+            inner,
+            used: AtomicBool::new(false),
+        })
+    }
+
+    fn mark_used(&self) {
+        if !self.used.swap(true, Ordering::Relaxed) {
+            let now = SMOL.conns.fetch_add(1, Ordering::Relaxed) + 1;
+            SMOL.peak.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Socket for CountedSocket {
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> TaskPoll<io::Result<usize>> {
+        self.mark_used();
+        let t = Instant::now();
+        let read = self.inner.poll_read(cx, buf);
+        SMOL.socket_reads.record(t.elapsed());
+        read
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> TaskPoll<io::Result<usize>> {
+        self.mark_used();
+        let t = Instant::now();
+        let written = self.inner.poll_write(cx, buf);
+        SMOL.socket_writes.record(t.elapsed());
+        written
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.inner.shutdown_write()
+    }
+}
+
+impl Drop for CountedSocket {
+    fn drop(&mut self) {
+        if *self.used.get_mut() {
+            SMOL.conns.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A stream whose every call into the node is timed.
+struct TimedStream(Stream);
+
+impl futures::io::AsyncRead for TimedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> TaskPoll<io::Result<usize>> {
+        let t = Instant::now();
+        let read = futures::io::AsyncRead::poll_read(Pin::new(&mut self.0), cx, buf);
+        SMOL.stream_calls.record(t.elapsed());
+        read
+    }
+}
+
+impl futures::io::AsyncWrite for TimedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> TaskPoll<io::Result<usize>> {
+        let t = Instant::now();
+        let written = futures::io::AsyncWrite::poll_write(Pin::new(&mut self.0), cx, buf);
+        SMOL.stream_calls.record(t.elapsed());
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> TaskPoll<io::Result<()>> {
+        // Does not take the mutex.
+        futures::io::AsyncWrite::poll_flush(Pin::new(&mut self.0), cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> TaskPoll<io::Result<()>> {
+        let t = Instant::now();
+        let closed = futures::io::AsyncWrite::poll_close(Pin::new(&mut self.0), cx);
+        SMOL.stream_calls.record(t.elapsed());
+        closed
+    }
+}
+
+/// The smol listener process: a [`Host`] echoing, until stdin says `quit`
+/// or ends.
+fn smol_listener_main() -> io::Result<()> {
+    let host = Host::new(listener_config(), CountingSmol).map_err(io::Error::other)?;
+    let incoming = host.accept(ECHO).map_err(io::Error::other)?;
+    let events = host.events();
+    std::thread::Builder::new()
+        .name("events".into())
+        .spawn(move || count_events(&events))?;
+    let any_port = sansp2p_smol::multiaddr_of(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let bound = smol::block_on(host.listen(&any_port)).map_err(io::Error::other)?;
+    let Some(TcpTarget::Ip(sa)) = tcp_target(&bound.to_vec()) else {
+        return Err(io::Error::other("listening on a non-IP address"));
+    };
+    let spawner = host.clone();
+    host.spawn(async move {
+        while let Some((_, stream)) = incoming.next().await {
+            spawner.spawn(smol_echo(stream));
+        }
+    });
+    let prober = host.clone();
+    std::thread::Builder::new()
+        .name("lock-probe".into())
+        .spawn(move || probe_mutex(&prober))?;
+    *lock(&SMOL.window) = Some(Instant::now());
+    let peer = host.local_peer_id();
+    println!("listening /ip4/{}/tcp/{}/p2p/{peer}", sa.ip(), sa.port());
+
+    let commands = stdin_commands();
+    while let Ok(command) = commands.recv() {
+        match command {
+            ListenerCommand::Stats => print_smol_stats(),
+            ListenerCommand::Window => println!("window {}", smol_window()),
+            ListenerCommand::Quit => break,
+        }
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One inbound echo stream: its bytes go back as they come, and it closes
+/// after the peer's close.
+async fn smol_echo(stream: Stream) {
+    SMOL.open_streams.fetch_add(1, Ordering::Relaxed);
+    let mut s = TimedStream(stream);
+    let mut buf = vec![0u8; SMOL_ECHO_BUF];
+    let done = loop {
+        match s.read(&mut buf).await {
+            Ok(0) => {
+                let _ = s.close().await;
+                break true;
+            }
+            Ok(n) => {
+                if s.write_all(&buf[..n]).await.is_err() {
+                    break false;
+                }
+                SMOL.echoed_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(_) => break false,
+        }
+    };
+    if done {
+        SMOL.streams_done.fetch_add(1, Ordering::Relaxed);
+    }
+    SMOL.open_streams.fetch_sub(1, Ordering::Relaxed);
+    // Dropping the stream takes the mutex too.
+    let TimedStream(stream) = s;
+    let t = Instant::now();
+    drop(stream);
+    SMOL.stream_calls.record(t.elapsed());
+}
+
+/// Counts the node's events, draining the queue every [`EVENTS_TICK`].
+fn count_events(events: &async_channel::Receiver<Event>) {
+    loop {
+        // Between two drains the queue only grows: full now means it may
+        // have dropped events since the last drain.
+        if events.is_full() {
+            SMOL.events_queue_full.fetch_add(1, Ordering::Relaxed);
+        }
+        loop {
+            match events.try_recv() {
+                Ok(event) => count_event(&event),
+                Err(async_channel::TryRecvError::Empty) => break,
+                Err(async_channel::TryRecvError::Closed) => return,
+            }
+        }
+        std::thread::sleep(EVENTS_TICK);
+    }
+}
+
+fn count_event(event: &Event) {
+    let name = match event {
+        Event::ConnectionEstablished { .. } => {
+            SMOL.established.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Event::InboundUpgradeFailed { error, .. } => key("failed", error),
+        Event::ConnectionClosed { reason, .. } => key("closed", reason),
+        _ => return,
+    };
+    *lock(&SMOL.counts).entry(name).or_default() += 1;
+}
+
+/// Takes the node's mutex at random times (exponential gaps, [`PROBE_GAP`]
+/// on average, so that the probes see the mutex as a thread arriving at any
+/// moment would) and records how long each took: `identify_info` of a peer
+/// we never met holds it for one map lookup.
+fn probe_mutex(host: &Host) {
+    let nobody = Keypair::from_secret_bytes([0x9b; 32]).peer_id();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let uniform = ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        std::thread::sleep(PROBE_GAP.mul_f64(-uniform.ln()));
+        let t = Instant::now();
+        let info = host.identify_info(&nobody);
+        let waited = t.elapsed();
+        SMOL.probe.record(waited);
+        drop(info);
+    }
+}
+
+fn print_smol_stats() {
+    let conns = SMOL.conns.load(Ordering::Relaxed);
+    let peak = SMOL.peak.swap(conns, Ordering::Relaxed).max(conns);
+    let mut line = format!(
+        "stats conns={conns} peak={peak} established={} streams_done={} echoed_bytes={} \
+         open_streams={} events_queue_full={}",
+        SMOL.established.load(Ordering::Relaxed),
+        SMOL.streams_done.load(Ordering::Relaxed),
+        SMOL.echoed_bytes.load(Ordering::Relaxed),
+        SMOL.open_streams.load(Ordering::Relaxed),
+        SMOL.events_queue_full.load(Ordering::Relaxed)
+    );
+    for (k, v) in lock(&SMOL.counts).iter() {
+        line.push_str(&format!(" {k}={v}"));
+    }
+    println!("{line}");
+}
+
+/// The measurements since the last `window`, on one line; starts a new one.
+fn smol_window() -> String {
+    let now = Instant::now();
+    let started = lock(&SMOL.window).replace(now);
+    let secs = started.map_or(0.0, |t| (now - t).as_secs_f64());
+    let probe = SMOL.probe.take();
+    let calls = SMOL.stream_calls.take();
+    let writes = SMOL.socket_writes.take();
+    let reads = SMOL.socket_reads.take();
+    let share = |d: Duration| {
+        if secs > 0.0 {
+            100.0 * d.as_secs_f64() / secs
+        } else {
+            0.0
+        }
+    };
+    let held = if probe.count > 0 {
+        100.0 * probe.over as f64 / probe.count as f64
+    } else {
+        0.0
+    };
+    format!(
+        "over {secs:.2} s: mutex probe {}, {held:.1}% waited over {} (the share of time the \
+         mutex is held); stream calls {} ({:.0}/s), {:.2} s in all ({:.0}% of the window); \
+         socket writes (mutex held) {}, {:.2} s ({:.0}%); socket reads (mutex free) {}, {:.2} \
+         s ({:.0}%)",
+        probe.figures(),
+        short(PROBE_HELD),
+        calls.figures(),
+        calls.count as f64 / secs.max(1e-9),
+        calls.total().as_secs_f64(),
+        share(calls.total()),
+        writes.figures(),
+        writes.total().as_secs_f64(),
+        share(writes.total()),
+        reads.figures(),
+        reads.total().as_secs_f64(),
+        share(reads.total())
+    )
+}
+
 // ========================================================= the parent side
 
 fn parent_main() -> i32 {
@@ -399,16 +1020,30 @@ fn parent_main() -> i32 {
             return 1;
         }
     }
-    let mut listener = match Listener::spawn() {
+    let kind = match ListenerKind::from_env() {
+        Ok(kind) => kind,
+        Err(e) => {
+            eprintln!("load: FAILED: {e}");
+            return 1;
+        }
+    };
+    let mut listener = match Listener::spawn(kind) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("load: FAILED to start the listener: {e}");
             return 1;
         }
     };
+    let adapter = match kind {
+        ListenerKind::Mio => "sansp2p-mio".to_string(),
+        ListenerKind::Smol => format!(
+            "sansp2p-smol, SMOL_THREADS={}",
+            std::env::var("SMOL_THREADS").unwrap_or_else(|_| "unset (1 thread)".into())
+        ),
+    };
     println!(
-        "load: listener pid {} at {} (max_connections {MAX_CONNECTIONS}, max_pending \
-         {MAX_PENDING}, upgrade_timeout {UPGRADE_TIMEOUT:?})",
+        "load: listener ({adapter}) pid {} at {} (max_connections {MAX_CONNECTIONS}, \
+         max_pending {MAX_PENDING}, upgrade_timeout {UPGRADE_TIMEOUT:?})",
         listener.pid, listener.addr
     );
     start_watchdog(listener.child.clone());
@@ -470,6 +1105,7 @@ async fn run_phases(listener: &mut Listener) -> Res<Vec<PhaseReport>> {
         secs: 0.0,
         figures: String::new(),
         anomalies,
+        windows: Vec::new(),
     });
     Ok(reports)
 }
@@ -500,6 +1136,8 @@ async fn phase_echo(listener: &mut Listener) -> Res<PhaseReport> {
     let before = listener.sample();
     let kernel = KernelCounters::read();
     let peak = PeakSampler::start(listener.pid);
+    let mut windows = Vec::new();
+    listener.window(None).await?;
     let started = Instant::now();
 
     let mut dials = Vec::new();
@@ -524,6 +1162,7 @@ async fn phase_echo(listener: &mut Listener) -> Res<PhaseReport> {
         "  {ECHO_CONNS} connections established in {:.2} s",
         connected.as_secs_f64()
     );
+    windows.push(listener.window(Some("connects")).await?);
 
     let echo_start = Instant::now();
     let mut tasks = Vec::new();
@@ -564,6 +1203,7 @@ async fn phase_echo(listener: &mut Listener) -> Res<PhaseReport> {
         ECHO_LEN / 1024,
         echoed as f64 / MIB / echo_secs
     );
+    windows.push(listener.window(Some("echoes")).await?);
     let held = listener.sample();
     println!(
         "  listener with {ECHO_CONNS} connections open: rss {}, fds {}",
@@ -592,6 +1232,7 @@ async fn phase_echo(listener: &mut Listener) -> Res<PhaseReport> {
             echoed as f64 / MIB
         ),
         anomalies,
+        windows,
     })
 }
 
@@ -610,6 +1251,8 @@ async fn phase_flood(listener: &mut Listener) -> Res<PhaseReport> {
     let before = listener.sample();
     let kernel = KernelCounters::read();
     let peak = PeakSampler::start(listener.pid);
+    let mut windows = Vec::new();
+    listener.window(None).await?;
     let started = Instant::now();
     let gap = FLOOD_RAMP / FLOOD_ATTEMPTS as u32;
 
@@ -649,6 +1292,7 @@ async fn phase_flood(listener: &mut Listener) -> Res<PhaseReport> {
             hangs[..hangs.len().min(3)].join("; ")
         ));
     }
+    windows.push(listener.window(Some("attempts")).await?);
     let established = clients.len();
     let refused: usize = refusals.values().map(|(n, _)| n).sum();
     println!(
@@ -717,6 +1361,7 @@ async fn phase_flood(listener: &mut Listener) -> Res<PhaseReport> {
             hangs.len()
         ),
         anomalies,
+        windows,
     })
 }
 
@@ -836,8 +1481,11 @@ async fn phase_half_open(listener: &mut Listener) -> Res<PhaseReport> {
     let started = Instant::now();
 
     let stop = Arc::new(AtomicBool::new(false));
+    let mut windows = Vec::new();
+    listener.window(None).await?;
     let echo_loop = tokio::spawn(busy_echo(busy.control.clone(), listener.peer, stop.clone()));
     tokio::time::sleep(BUSY_BASELINE).await;
+    windows.push(listener.window(Some("busy client alone")).await?);
 
     let flood_start = Instant::now();
     let open = Arc::new(AtomicUsize::new(0));
@@ -870,6 +1518,7 @@ async fn phase_half_open(listener: &mut Listener) -> Res<PhaseReport> {
     }
     let flood_end = Instant::now();
     stop.store(true, Ordering::Relaxed);
+    windows.push(listener.window(Some("flood (busy client on)")).await?);
     let samples = echo_loop.await.map_err(|e| e.to_string())??;
 
     let c = &counts;
@@ -930,11 +1579,11 @@ async fn phase_half_open(listener: &mut Listener) -> Res<PhaseReport> {
             "{} silent sockets stayed ESTABLISHED at our end for {HALF_OPEN_LIMIT:?} without a \
              byte, FIN or RST, {listener_side}; a probe byte then reached the listener ({} \
              answered with the multistream header). The burst overflowed the listen backlog \
-             (128, mio's default, which sansp2p-mio uses): the kernel answered with SYN cookies \
-             and dropped the final ACKs it could not queue, so the listener never saw these \
-             connections until a segment with data came",
+             ({}): the kernel answered with SYN cookies and dropped the final ACKs it could not \
+             queue, so the listener never saw these connections until a segment with data came",
             c.unseen_revived + c.unseen_closed,
-            c.unseen_revived
+            c.unseen_revived,
+            listener.kind.backlog()
         ));
     }
     for (e, n) in &c.connect_failed {
@@ -1015,6 +1664,7 @@ async fn phase_half_open(listener: &mut Listener) -> Res<PhaseReport> {
             ms(percentile(&during, 0.5))
         ),
         anomalies,
+        windows,
     })
 }
 
@@ -1143,6 +1793,8 @@ async fn phase_churn(listener: &mut Listener) -> Res<PhaseReport> {
     let before = listener.sample();
     let kernel = KernelCounters::read();
     let peak = PeakSampler::start(listener.pid);
+    let mut windows = Vec::new();
+    listener.window(None).await?;
     let started = Instant::now();
     let checkpoint = |listener: &Listener, cycles: usize, conns: u64| {
         let s = listener.sample();
@@ -1184,6 +1836,7 @@ async fn phase_churn(listener: &mut Listener) -> Res<PhaseReport> {
     let secs = started.elapsed().as_secs_f64();
     let rate = CHURN_CYCLES as f64 / secs;
     println!("  {CHURN_CYCLES} cycles in {secs:.2} s: {rate:.0} cycles/s");
+    windows.push(listener.window(Some("cycles")).await?);
 
     let mut anomalies = Vec::new();
     let (first, mid, last) = (checkpoints[0], checkpoints[1], checkpoints[2]);
@@ -1227,6 +1880,7 @@ async fn phase_churn(listener: &mut Listener) -> Res<PhaseReport> {
             last.fds
         ),
         anomalies,
+        windows,
     })
 }
 
@@ -1381,8 +2035,13 @@ async fn disconnect_all(clients: Vec<Client>, peer: PeerId) -> Res<()> {
 
 /// The child process and what the parent knows of it.
 struct Listener {
+    kind: ListenerKind,
     child: Arc<Mutex<Child>>,
     pid: u32,
+    /// Its threads' times at the start of the current window.
+    times: ThreadTimes,
+    /// This process's (the clients') threads' times, likewise.
+    client_times: ThreadTimes,
     stdin: ChildStdin,
     lines: mpsc::UnboundedReceiver<String>,
     addr: Multiaddr,
@@ -1392,10 +2051,11 @@ struct Listener {
 
 impl Listener {
     /// Starts this program with `--listener` and waits for its address.
-    fn spawn() -> Res<Listener> {
+    fn spawn(kind: ListenerKind) -> Res<Listener> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Process::new(exe)
             .arg("--listener")
+            .arg(kind.name())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -1449,8 +2109,11 @@ impl Listener {
             return Err(format!("unexpected listen address {addr}"));
         };
         Ok(Listener {
+            kind,
             child: Arc::new(Mutex::new(child)),
             pid,
+            times: thread_times(pid),
+            client_times: thread_times(std::process::id()),
             stdin,
             lines,
             addr,
@@ -1477,6 +2140,40 @@ impl Listener {
             Err("the listener exited".to_string())
         };
         limit(Duration::from_secs(10), "the listener's stats", wait).await?
+    }
+
+    /// The listener's measurements since the last call: its answer to
+    /// `window` and its threads' times. `what` names the part of the phase
+    /// (the line is printed); `None` only starts a new window.
+    async fn window(&mut self, what: Option<&str>) -> Res<String> {
+        writeln!(self.stdin, "window")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("the listener's stdin: {e}"))?;
+        let lines = &mut self.lines;
+        let wait = async {
+            while let Some(line) = lines.recv().await {
+                if let Some(rest) = line.strip_prefix("window ") {
+                    return Ok(rest.to_string());
+                }
+            }
+            Err("the listener exited".to_string())
+        };
+        let text = limit(Duration::from_secs(10), "the listener's window", wait).await??;
+        let times = thread_times(self.pid);
+        let cpu = times.since(&self.times);
+        self.times = times;
+        let client_times = thread_times(std::process::id());
+        let (client_cpu, client_wait) = client_times.totals_since(&self.client_times);
+        self.client_times = client_times;
+        let line = format!(
+            "{}: {cpu}; the clients' process: cpu {client_cpu:.2} s, runnable waiting \
+             {client_wait:.2} s; {text}",
+            what.unwrap_or("-")
+        );
+        if what.is_some() {
+            println!("  listener, {line}");
+        }
+        Ok(line)
     }
 
     /// Asks the listener to quit; kills it if it does not.
@@ -1553,6 +2250,83 @@ fn sample(pid: u32) -> Sample {
         .unwrap_or(0);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     Sample { rss_kib, fds }
+}
+
+/// The time each of the listener's threads spent on a CPU and runnable
+/// waiting for one (`/proc/<pid>/task/<tid>/schedstat`, in ns), by thread.
+struct ThreadTimes {
+    at: Instant,
+    threads: HashMap<u32, (String, u64, u64)>,
+}
+
+fn thread_times(pid: u32) -> ThreadTimes {
+    let mut threads = HashMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let dir = entry.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let Ok(stat) = std::fs::read_to_string(dir.join("schedstat")) else {
+            continue;
+        };
+        let mut fields = stat.split_whitespace().map(|f| f.parse().unwrap_or(0));
+        let (run, wait) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
+        threads.insert(tid, (name.trim().to_string(), run, wait));
+    }
+    ThreadTimes {
+        at: Instant::now(),
+        threads,
+    }
+}
+
+impl ThreadTimes {
+    /// Each thread's name and its seconds on a CPU and runnable waiting
+    /// since `earlier`.
+    fn deltas<'a>(&'a self, earlier: &'a ThreadTimes) -> impl Iterator<Item = (&'a str, f64, f64)> {
+        self.threads.iter().map(|(tid, (name, run, wait))| {
+            let (run0, wait0) = earlier
+                .threads
+                .get(tid)
+                .map_or((0, 0), |(_, r, w)| (*r, *w));
+            let secs = |now: u64, then: u64| now.saturating_sub(then) as f64 / 1e9;
+            (name.as_str(), secs(*run, run0), secs(*wait, wait0))
+        })
+    }
+
+    /// Seconds on a CPU and runnable waiting since `earlier`, all threads.
+    fn totals_since(&self, earlier: &ThreadTimes) -> (f64, f64) {
+        self.deltas(earlier)
+            .fold((0.0, 0.0), |(r, w), (_, run, wait)| (r + run, w + wait))
+    }
+
+    /// CPU time since `earlier`, in all and by thread name, and the time
+    /// the threads were runnable but waited for a CPU.
+    fn since(&self, earlier: &ThreadTimes) -> String {
+        let secs = (self.at - earlier.at).as_secs_f64();
+        let mut by_name: BTreeMap<&str, f64> = BTreeMap::new();
+        let (mut run_all, mut wait_all) = (0.0, 0.0);
+        for (name, run, wait) in self.deltas(earlier) {
+            *by_name.entry(name).or_default() += run;
+            run_all += run;
+            wait_all += wait;
+        }
+        let threads: Vec<String> = by_name
+            .iter()
+            .filter(|(_, run)| **run >= 0.005)
+            .map(|(name, run)| format!("{name} {run:.2}"))
+            .collect();
+        format!(
+            "cpu {run_all:.2} s in {secs:.2} s ({:.2} cores: {}), runnable waiting for a cpu \
+             {wait_all:.2} s",
+            run_all / secs.max(1e-9),
+            threads.join(", ")
+        )
+    }
 }
 
 /// Samples the listener every 100 ms and keeps the highest figures.
@@ -1685,6 +2459,8 @@ struct PhaseReport {
     secs: f64,
     figures: String,
     anomalies: Vec<String>,
+    /// The listener's measurements over parts of the phase.
+    windows: Vec<String>,
 }
 
 impl PhaseReport {
@@ -1711,6 +2487,9 @@ fn print_summary(reports: &[PhaseReport], elapsed: Duration) {
     println!("===== SUMMARY =====");
     for r in phases {
         println!("{}", r.line());
+        for w in &r.windows {
+            println!("    listener, {w}");
+        }
     }
     println!(
         "listener overall: rss {} -> {}, fds {} -> {}",
