@@ -79,7 +79,7 @@
 //!    drops those at the upgrade timeout and refuses the rest at once; the
 //!    echo keeps going (latency before and during the phase), and the
 //!    descriptors come back to the baseline. The burst overflows the
-//!    listen backlog (1024 on `sansp2p-mio`, std's 128 on `sansp2p-smol`),
+//!    listen backlog (1024 on both `sansp2p-mio` and `sansp2p-smol`),
 //!    so the kernel drops SYNs and answers with SYN cookies; the phase
 //!    prints the kernel's counters. A socket that hears nothing for
 //!    [`HALF_OPEN_LIMIT`] sends one probe byte: an answer (the listener's
@@ -246,7 +246,7 @@ impl ListenerKind {
     fn backlog(self) -> &'static str {
         match self {
             ListenerKind::Mio => "1024, which sansp2p-mio asks for",
-            ListenerKind::Smol => "128, std's TcpListener::bind, which sansp2p-smol uses",
+            ListenerKind::Smol => "1024, sansp2p-futures-io's bind_std_listener",
         }
     }
 }

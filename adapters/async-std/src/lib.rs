@@ -61,7 +61,7 @@ impl Runtime for AsyncStd {
     }
 
     fn bind(&self, addr: SocketAddr) -> io::Result<Box<dyn Listener>> {
-        let listener = TcpListener::from(std::net::TcpListener::bind(addr)?);
+        let listener = TcpListener::from(sansp2p_futures_io::bind_std_listener(addr)?);
         Ok(Box::new(AsyncStdListener(listener)))
     }
 }

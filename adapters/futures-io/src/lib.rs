@@ -34,7 +34,7 @@ use sansp2p::node::{
 use sansp2p::{Keypair, PeerId};
 
 pub use host::{Events, Host, Incoming};
-pub use runtime::{BoxFuture, Listener, Runtime, Socket};
+pub use runtime::{bind_std_listener, BoxFuture, Listener, Runtime, Socket, LISTEN_BACKLOG};
 pub use stream::Stream;
 
 /// What can go wrong in the host API.

@@ -70,3 +70,23 @@ pub trait Listener: Send + Sync + 'static {
     /// The address it is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
+
+/// Connections the kernel queues for `accept` per listener. std binds with
+/// 128, which a burst of a few hundred connects overflows (SYN cookies,
+/// then client sockets the node never sees); tokio's own bind uses 1024.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// A bound, non-blocking std listener with a backlog of
+/// [`LISTEN_BACKLOG`], for a runtime's [`Runtime::bind`] to wrap.
+pub fn bind_std_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}

@@ -63,7 +63,8 @@ impl Runtime for Smol {
     }
 
     fn bind(&self, addr: SocketAddr) -> io::Result<Box<dyn Listener>> {
-        Ok(Box::new(SmolListener(Async::<TcpListener>::bind(addr)?)))
+        let listener = sansp2p_futures_io::bind_std_listener(addr)?;
+        Ok(Box::new(SmolListener(Async::new(listener)?)))
     }
 }
 

@@ -65,8 +65,7 @@ impl Runtime for Tokio {
 
     fn bind(&self, addr: SocketAddr) -> io::Result<Box<dyn Listener>> {
         let _runtime = self.0.enter();
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
+        let listener = sansp2p_futures_io::bind_std_listener(addr)?;
         Ok(Box::new(TokioListener(TcpListener::from_std(listener)?)))
     }
 }
