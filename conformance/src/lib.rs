@@ -138,14 +138,23 @@ pub fn drive<M: Machine>(
     let mut pending = initial.to_vec();
     let mut buf = vec![0u8; read_size];
     loop {
-        if !pending.is_empty() && !machine.is_finished() {
+        while !pending.is_empty() && !machine.is_finished() {
             let used = machine.handle_read(&pending);
             assert!(
                 used <= pending.len(),
                 "machine claims to have consumed more than it was given"
             );
             pending.drain(..used);
-            if !pending.is_empty() && !machine.is_finished() {
+            if pending.is_empty() || machine.is_finished() {
+                break;
+            }
+            // A machine may pause until what it said is taken (a listener
+            // reads no further while its `na` is unsent): send, then offer
+            // the rest again. Stuck only if neither moves.
+            let mut out = Vec::new();
+            let sent = machine.poll_transmit(&mut out);
+            stream.write_all(&out)?;
+            if used == 0 && sent == 0 {
                 return Err(io::Error::other(format!(
                     "machine left {} bytes unconsumed without finishing",
                     pending.len()
