@@ -887,13 +887,9 @@ fn a_noise_peer_flooding_pings_is_pushed_back_and_every_ping_answered() {
     let mut node_output = pending;
     transport.decrypt(&from_node, &mut node_output).unwrap();
 
-    // 20 000 pings (SYN, stream 0, opaque value i), sealed as one stream.
+    // 40 000 pings, sealed as one stream.
     const PINGS: u32 = 40_000;
-    let mut plain = Vec::new();
-    for i in 0..PINGS {
-        plain.extend_from_slice(&[0, 2, 0, 1, 0, 0, 0, 0]);
-        plain.extend_from_slice(&i.to_be_bytes());
-    }
+    let plain = yamux_pings(PINGS);
     let mut wire = Vec::new();
     transport.encrypt(&plain, &mut wire).unwrap();
 
@@ -1042,11 +1038,7 @@ fn peers_that_stop_reading_are_closed_at_the_write_stall_deadline() {
     for i in 0..5 {
         let conn = node.handle_inbound(now, tcp_addr(10 + i)).unwrap();
         raw_peer(&mut node, now, conn, Security::Plaintext);
-        let mut pings = Vec::new();
-        for v in 0..1000u32 {
-            pings.extend_from_slice(&[0, 2, 0, 1, 0, 0, 0, 0]);
-            pings.extend_from_slice(&v.to_be_bytes());
-        }
+        let pings = yamux_pings(1000);
         let _ = node.handle_read(now, conn, &pings);
         // The socket takes nothing: the adapter sees the bytes, cannot
         // write them, and waits for writability that never comes.
@@ -1093,11 +1085,7 @@ fn a_slow_reader_is_not_a_stalled_one() {
     let mut now = Instant::ZERO;
     let conn = node.handle_inbound(now, tcp_addr(9)).unwrap();
     raw_peer(&mut node, now, conn, Security::Plaintext);
-    let mut pings = Vec::new();
-    for v in 0..1000u32 {
-        pings.extend_from_slice(&[0, 2, 0, 1, 0, 0, 0, 0]);
-        pings.extend_from_slice(&v.to_be_bytes());
-    }
+    let pings = yamux_pings(1000);
     let _ = node.handle_read(now, conn, &pings);
     // One byte every 9 s: 12 000 pong bytes would take 30 hours; check a
     // minute of it.
@@ -1459,11 +1447,7 @@ fn held_input_is_answered_before_the_end_of_file() {
     let conn = node.handle_inbound(now, tcp_addr(9)).unwrap();
     raw_peer(&mut node, now, conn, Security::Plaintext);
     const PINGS: u32 = 30_000;
-    let mut wire = Vec::new();
-    for v in 0..PINGS {
-        wire.extend_from_slice(&[0, 2, 0, 1, 0, 0, 0, 0]);
-        wire.extend_from_slice(&v.to_be_bytes());
-    }
+    let wire = yamux_pings(PINGS);
     let mut sent = Vec::new();
     let mut taken = 0;
     let mut held_at_eof = 0;
@@ -1482,6 +1466,16 @@ fn held_input_is_answered_before_the_end_of_file() {
     assert_eq!(held_at_eof, 1, "the test must end with input held");
     assert_eq!(pongs.len(), PINGS as usize, "one pong per ping");
     assert!(pongs.iter().copied().eq(0..PINGS), "in order");
+}
+
+/// `n` yamux ping requests (Ping|SYN on the session), opaque values 0..n.
+fn yamux_pings(n: u32) -> Vec<u8> {
+    let mut frames = Vec::with_capacity(n as usize * 12);
+    for v in 0..n {
+        frames.extend_from_slice(&[0, 2, 0, 1, 0, 0, 0, 0]);
+        frames.extend_from_slice(&v.to_be_bytes());
+    }
+    frames
 }
 
 /// The opaque values of the pong frames (Ping|ACK) in a stream of frames.
