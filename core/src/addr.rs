@@ -24,7 +24,7 @@ use crate::identity::PeerId;
 use crate::varint;
 
 /// Multiaddr protocol codes (multiformats/multicodec table).
-mod code {
+pub(crate) mod code {
     pub const IP4: u64 = 4;
     pub const TCP: u64 = 6;
     pub const DCCP: u64 = 33;

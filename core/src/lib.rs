@@ -58,6 +58,7 @@ pub mod identity;
 pub mod multistream;
 pub mod node;
 pub mod protocols;
+pub mod relay;
 pub mod security;
 pub mod time;
 pub mod yamux;
