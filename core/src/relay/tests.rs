@@ -443,6 +443,13 @@ fn ip(n: u8) -> Option<IpAddr> {
     Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)))
 }
 
+/// The `i`th of many distinct peers.
+fn numbered_peer(i: u32) -> PeerId {
+    let mut seed = [0u8; 32];
+    seed[..4].copy_from_slice(&i.to_le_bytes());
+    Keypair::from_secret_bytes(seed).peer_id()
+}
+
 fn server_with(config: ServerConfig) -> Server {
     Server::new(t(0), key(1), clock(), config)
 }
@@ -519,9 +526,7 @@ fn reserve_floods_are_rate_limited_per_peer_and_per_ip() {
     let mut s = server_with(config);
     let granted = (0..100u32)
         .filter(|&i| {
-            let mut seed = [0u8; 32];
-            seed[..4].copy_from_slice(&i.to_le_bytes());
-            let peer = Keypair::from_secret_bytes(seed).peer_id();
+            let peer = numbered_peer(i);
             s.handle_reserve(t(0), peer, ip(7), false).is_ok()
         })
         .count();
@@ -580,9 +585,7 @@ fn a_flood_from_many_peers_keeps_every_table_bounded() {
     };
     let mut s = server_with(config);
     for i in 0..5000u32 {
-        let mut seed = [0u8; 32];
-        seed[..4].copy_from_slice(&i.to_le_bytes());
-        let peer = Keypair::from_secret_bytes(seed).peer_id();
+        let peer = numbered_peer(i);
         let _ = s.handle_reserve(t(u64::from(i / 10)), peer, ip((i % 200) as u8), false);
         let _ = s.handle_connect(t(u64::from(i / 10)), peer, peer, false);
         while s.poll_event().is_some() {}
