@@ -228,6 +228,13 @@ impl Node {
                 }
                 self.next_peerless_attempt(dial);
             }
+            Origin::Circuit(dial) => {
+                self.events.push_back(Event::CircuitDialFailed {
+                    dial,
+                    error: super::CircuitDialError::Upgrade(error),
+                });
+                self.shut(conn, super::CloseReason::Local);
+            }
             Origin::Inbound | Origin::Abandoned => {}
         }
     }
@@ -242,6 +249,10 @@ impl Node {
             }
             Origin::Peerless(dial) => {
                 self.peerless.remove(&dial);
+                self.events.push_back(Event::Dialed { dial, peer, conn });
+                self.dialer.handle_peer_connected(self.now, peer, cref);
+            }
+            Origin::Circuit(dial) => {
                 self.events.push_back(Event::Dialed { dial, peer, conn });
                 self.dialer.handle_peer_connected(self.now, peer, cref);
             }

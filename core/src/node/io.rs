@@ -271,6 +271,7 @@ impl Node {
     /// will it be named again. Part of [`poll_output`](Self::poll_output).
     #[must_use]
     pub fn poll_wants_write(&mut self) -> Option<ConnectionId> {
+        self.run_relays();
         while let Some(conn) = self.wants_write.pop_front() {
             if self.conns.contains_key(&conn) {
                 return Some(conn);
@@ -285,7 +286,7 @@ impl Node {
     /// command, call this until it returns `Timeout`.
     #[must_use]
     pub fn poll_output(&mut self) -> Output {
-        if let Some(action) = self.actions.pop_front() {
+        if let Some(action) = self.poll_action() {
             return Output::Action(action);
         }
         if let Some(conn) = self.poll_wants_write() {
@@ -370,7 +371,12 @@ impl Node {
         };
         if c.io.held() == 0 {
             if core::mem::take(&mut c.io.read_paused) && c.io.eof == Eof::No {
-                self.resume.push_back(conn);
+                if c.carrier.is_some() {
+                    // Its carrier reads for it.
+                    self.relay.queue.push_back(conn);
+                } else {
+                    self.resume.push_back(conn);
+                }
             }
             if c.io.eof == Eof::Pending {
                 self.deliver_eof(now, conn);
@@ -526,6 +532,12 @@ impl Node {
                     }
                 }
             }
+            let last_direct = peer.is_some_and(|p| {
+                !self
+                    .connections_to(&p)
+                    .any(|id| self.conns.get(&id).is_some_and(|c| c.carrier.is_none()))
+            });
+            self.relay_connection_closed(conn, peer, last_direct);
             self.events
                 .push_back(Event::ConnectionClosed { conn, peer, reason });
         }

@@ -40,6 +40,7 @@ mod builtin;
 mod dialing;
 mod io;
 mod limits;
+mod relay;
 mod stream;
 mod types;
 pub mod upgrade;
@@ -93,6 +94,13 @@ struct Conn {
     admitted: Option<Option<core::net::IpAddr>>,
     /// The IP an established inbound connection counts against.
     counted_ip: Option<core::net::IpAddr>,
+    /// For a relayed connection: the stream of the relay connection that
+    /// carries its bytes (see [`relay`]).
+    carrier: Option<StreamHandle>,
+    /// Runs only the protocols allowed on limited connections.
+    limited: bool,
+    /// The relay's limit on the circuit of a relayed connection.
+    circuit_limit: Option<crate::relay::CircuitLimit>,
 }
 
 // The session is the steady state of every connection, so it stays inline;
@@ -118,6 +126,8 @@ enum Origin {
     Peerless(DialId),
     /// An attempt the dialer gave up on (cancelled); only closing remains.
     Abandoned,
+    /// A dial through a relay ([`Node::dial_circuit`]).
+    Circuit(DialId),
 }
 
 /// One pending [`Node::ping`].
@@ -133,6 +143,10 @@ enum TimerKey {
     Conn(ConnectionId),
     Ping(PingId),
     Dialer,
+    /// A relay handshake's deadline.
+    Relay(StreamHandle),
+    /// Our relay server's next reservation expiry.
+    RelayServer,
 }
 
 /// The sans-IO libp2p node. See the [module docs](self).
@@ -172,6 +186,8 @@ pub struct Node {
     rng: rand_chacha::ChaCha20Rng,
     /// Reused for session frames on their way into a noise channel.
     scratch: Vec<u8>,
+    /// Reservations, relayed connections, our relay server.
+    relay: relay::RelayState,
 }
 
 impl fmt::Debug for Node {
@@ -218,6 +234,7 @@ impl Node {
             peerless: HashMap::new(),
             rng: rand_chacha::ChaCha20Rng::from_seed(config.rng_seed),
             scratch: Vec::new(),
+            relay: relay::RelayState::default(),
             config,
             now,
             next_id: 1,
@@ -484,6 +501,8 @@ impl Node {
                     self.dialer.handle_timeout(now);
                     self.drive_dialer();
                 }
+                TimerKey::Relay(stream) => self.relay_timeout(now, stream),
+                TimerKey::RelayServer => self.relay_server_timeout(now),
                 TimerKey::Ping(ping) => {
                     if self.pings.get(&ping).is_some_and(|p| p.deadline <= now) {
                         let p = self.pings.remove(&ping).expect("checked");
@@ -504,12 +523,19 @@ impl Node {
     /// The next thing the adapter must do.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        self.run_relays();
+        while let Some(action) = self.actions.pop_front() {
+            if !self.relayed_action(&action) {
+                return Some(action);
+            }
+        }
+        None
     }
 
     /// The next event for the application.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.run_relays();
         self.events.pop_front()
     }
 
@@ -547,7 +573,11 @@ impl Node {
         if let Some(c) = self.conns.get_mut(&conn) {
             if !c.io.write_flagged {
                 c.io.write_flagged = true;
-                self.wants_write.push_back(conn);
+                if c.carrier.is_some() {
+                    self.relay.queue.push_back(conn);
+                } else {
+                    self.wants_write.push_back(conn);
+                }
             }
         }
     }
@@ -605,7 +635,10 @@ impl Node {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        if matches!(c.origin, Origin::Attempt(_) | Origin::Peerless(_)) {
+        if matches!(
+            c.origin,
+            Origin::Attempt(_) | Origin::Peerless(_) | Origin::Circuit(_)
+        ) {
             self.attempt_failed(conn, error);
         } else {
             if c.endpoint == Endpoint::Listener {
@@ -666,6 +699,7 @@ impl Node {
         let mut protocols: Vec<String> =
             self.protocols.iter().map(|p| String::from(&**p)).collect();
         protocols.extend(builtin::protocols().map(String::from));
+        protocols.extend(self.relay_protocols().map(String::from));
         identify::Info {
             public_key: self.config.keypair.public(),
             protocol_version: self.config.protocol_version.clone(),
@@ -689,6 +723,7 @@ impl Node {
             .iter()
             .cloned()
             .chain(builtin::protocols().map(Cow::Borrowed))
+            .chain(self.relay_protocols().map(Cow::Borrowed))
     }
 
     fn noise_secrets(&mut self) -> upgrade::NoiseSecrets {
@@ -719,6 +754,9 @@ impl Conn {
             io: io::ConnIo::default(),
             admitted: None,
             counted_ip: None,
+            carrier: None,
+            limited: false,
+            circuit_limit: None,
         }
     }
 }

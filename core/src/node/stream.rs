@@ -22,17 +22,20 @@ use crate::yamux::{self, ReadError, StreamId, WriteError};
 pub(super) use builtin::Builtin;
 
 /// Largest piece read from a stream while the node itself handles it.
-const READ_CHUNK: usize = 16 * 1024;
+pub(super) const READ_CHUNK: usize = 16 * 1024;
 
 /// Who handles a stream's bytes once its protocol is agreed.
 #[derive(Debug)]
-enum Kind {
+pub(super) enum Kind {
     /// Inbound, protocol not known yet.
     Inbound,
     /// The application's.
     User,
     /// A protocol the node runs itself.
     Builtin(Box<dyn Machine>),
+    /// A relay exchange, a relayed connection's carrier, or one half of a
+    /// circuit our relay runs (see [`super::relay`]).
+    Relay(Box<super::relay::RelayStream>),
     /// Done with (a finished built-in, a detached stream): what the peer
     /// sends is discarded, and our side closes when the peer's does.
     Drain,
@@ -45,13 +48,13 @@ pub(super) struct NodeStream {
     /// multistream-select, until finished.
     neg: Option<Negotiator>,
     /// Bytes to write before anything else (negotiation, built-in messages).
-    out: Vec<u8>,
+    pub(super) out: Vec<u8>,
     /// Close our side once `out` is written.
-    close_after_out: bool,
+    pub(super) close_after_out: bool,
     /// Bytes read past the negotiation, not yet handed on.
-    pending: Bytes,
+    pub(super) pending: Bytes,
     pub(super) protocol: Option<ProtocolName>,
-    kind: Kind,
+    pub(super) kind: Kind,
     /// The application has been told about this stream.
     user_visible: bool,
 }
@@ -76,7 +79,7 @@ impl NodeStream {
 }
 
 /// What [`Node::pump`] found out that needs the node (events, cleanup).
-enum Outcome {
+pub(super) enum Outcome {
     /// No progress possible now.
     Nothing,
     /// Progress made; call again.
@@ -314,7 +317,7 @@ impl Node {
 
     // ------------------------------------------------------------ internals
 
-    fn stream_parts(
+    pub(super) fn stream_parts(
         &mut self,
         stream: StreamHandle,
     ) -> Result<(&mut yamux::Session, &mut NodeStream), StreamError> {
@@ -332,7 +335,7 @@ impl Node {
         Ok((session, st))
     }
 
-    fn after_session_command(&mut self, conn: ConnectionId) {
+    pub(super) fn after_session_command(&mut self, conn: ConnectionId) {
         self.process_session(conn);
         self.flag_write(conn);
         self.reschedule(conn);
@@ -399,7 +402,7 @@ impl Node {
         self.open_outbound(conn, neg, Kind::Builtin(machine))
     }
 
-    fn open_outbound(
+    pub(super) fn open_outbound(
         &mut self,
         conn: ConnectionId,
         mut neg: Negotiator,
@@ -610,6 +613,7 @@ impl Node {
                 error: StreamOpenFailure::Reset,
             }),
             Kind::Builtin(machine) => self.builtin_gone(stream.conn, machine),
+            Kind::Relay(r) => self.relay_stream_gone(stream, r),
             _ => {}
         }
     }
@@ -686,11 +690,14 @@ impl Node {
                     } else {
                         c.negotiating_inbound = c.negotiating_inbound.saturating_sub(1);
                         let conn = stream.conn;
+                        let relay = self.relay_inbound(conn, &protocol);
                         let machine = builtin::inbound(&protocol, &mut OnConn { node: self, conn });
                         let Ok((_, st)) = self.stream_parts(stream) else {
                             return;
                         };
-                        if let Some(machine) = machine {
+                        if let Some(r) = relay {
+                            st.kind = Kind::Relay(Box::new(r));
+                        } else if let Some(machine) = machine {
                             st.kind = Kind::Builtin(machine);
                         } else {
                             st.kind = Kind::User;
@@ -841,12 +848,17 @@ impl Node {
             });
         }
 
-        // 3. A built-in protocol reads its bytes (pending first).
+        // 3. Relay streams have their own step.
+        if matches!(st.kind, Kind::Relay(_)) {
+            return self.relay_step(stream);
+        }
+
+        // 4. A built-in protocol reads its bytes (pending first).
         let chunk = if !st.pending.is_empty() {
             Some(core::mem::take(&mut st.pending))
         } else {
             match &st.kind {
-                Kind::User | Kind::Inbound => return Ok(Outcome::Nothing),
+                Kind::User | Kind::Inbound | Kind::Relay(_) => return Ok(Outcome::Nothing),
                 Kind::Builtin(machine)
                     if !st.out.is_empty() && !machine.reads_while_output_pending() =>
                 {
@@ -861,7 +873,7 @@ impl Node {
             }
         };
         let machine = match &mut st.kind {
-            Kind::User | Kind::Inbound => {
+            Kind::User | Kind::Inbound | Kind::Relay(_) => {
                 // Pending bytes of a user stream stay for the application.
                 if let Some(chunk) = chunk {
                     st.pending = chunk;
@@ -921,6 +933,6 @@ impl Node {
     }
 }
 
-fn yamux_id(stream: StreamHandle) -> StreamId {
+pub(super) fn yamux_id(stream: StreamHandle) -> StreamId {
     StreamId::new(stream.id).expect("stream ids are never zero")
 }

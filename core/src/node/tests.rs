@@ -241,6 +241,8 @@ impl Net {
     }
 }
 
+mod relay;
+
 #[test]
 fn connect_upgrade_and_identify_both_ways() {
     for (security, chunk) in [Security::Noise, Security::Plaintext]
@@ -283,9 +285,14 @@ fn connect_upgrade_and_identify_both_ways() {
 }
 
 fn echo_round(net: &mut Net, payload: &[u8]) -> Vec<u8> {
-    let b = net.peer(1);
-    net.take_events(1);
-    let stream = net.nodes[0].open_stream(net.now, b, [ECHO]).unwrap();
+    echo_between(net, 0, 1, payload)
+}
+
+/// Node `a` opens an echo stream to node `b`, which echoes `payload` back.
+fn echo_between(net: &mut Net, a: usize, b: usize, payload: &[u8]) -> Vec<u8> {
+    let peer_b = net.peer(b);
+    net.take_events(b);
+    let stream = net.nodes[a].open_stream(net.now, peer_b, [ECHO]).unwrap();
     let mut sent = 0;
     let mut got = Vec::new();
     let mut served: Option<StreamHandle> = None;
@@ -303,16 +310,16 @@ fn echo_round(net: &mut Net, payload: &[u8]) -> Vec<u8> {
         let now = net.now;
         // A: write, then half-close.
         if sent < payload.len() {
-            if let Ok(n) = net.nodes[0].stream_write(now, stream, &payload[sent..]) {
+            if let Ok(n) = net.nodes[a].stream_write(now, stream, &payload[sent..]) {
                 sent += n;
             }
         } else if !closed_a {
-            net.nodes[0].stream_close(now, stream).unwrap();
+            net.nodes[a].stream_close(now, stream).unwrap();
             closed_a = true;
         }
         // B: accept and echo.
         if served.is_none() {
-            served = net.events[1].iter().find_map(|e| match e {
+            served = net.events[b].iter().find_map(|e| match e {
                 Event::InboundStream {
                     stream, protocol, ..
                 } if protocol == ECHO => Some(*stream),
@@ -322,10 +329,10 @@ fn echo_round(net: &mut Net, payload: &[u8]) -> Vec<u8> {
         if let Some(s) = served {
             let mut buf = [0u8; 4096];
             loop {
-                match net.nodes[1].stream_read(now, s, &mut buf) {
+                match net.nodes[b].stream_read(now, s, &mut buf) {
                     Ok(0) => {
                         if echo_buf.is_empty() && !closed_b {
-                            net.nodes[1].stream_close(now, s).unwrap();
+                            net.nodes[b].stream_close(now, s).unwrap();
                             closed_b = true;
                         }
                         break;
@@ -335,7 +342,7 @@ fn echo_round(net: &mut Net, payload: &[u8]) -> Vec<u8> {
                 }
             }
             while !echo_buf.is_empty() {
-                match net.nodes[1].stream_write(now, s, &echo_buf) {
+                match net.nodes[b].stream_write(now, s, &echo_buf) {
                     Ok(n) => {
                         echo_buf.drain(..n);
                     }
@@ -347,7 +354,7 @@ fn echo_round(net: &mut Net, payload: &[u8]) -> Vec<u8> {
         let mut buf = [0u8; 4096];
         let mut eof = false;
         loop {
-            match net.nodes[0].stream_read(now, stream, &mut buf) {
+            match net.nodes[a].stream_read(now, stream, &mut buf) {
                 Ok(0) => {
                     eof = true;
                     break;

@@ -117,6 +117,8 @@ pub struct Config {
     pub io: IoConfig,
     /// Admission of inbound connections (pending upgrades, per subnet).
     pub inbound: InboundLimits,
+    /// Deadlines of the circuit relay client (reserve, connect, stop).
+    pub relay: crate::relay::ClientConfig,
 }
 
 impl Config {
@@ -139,6 +141,7 @@ impl Config {
             rng_seed: [0; 32],
             io: IoConfig::default(),
             inbound: InboundLimits::default(),
+            relay: crate::relay::ClientConfig::default(),
         }
     }
 }
@@ -251,6 +254,14 @@ pub enum CloseReason {
     /// The peer read nothing of what we sent for `io.write_stall_timeout`.
     #[error("the peer stopped reading (write stall)")]
     WriteStall,
+    /// A relayed connection whose circuit reached the relay's data or
+    /// duration limit.
+    #[error("the relay's circuit limit was reached")]
+    CircuitLimit,
+    /// A relayed connection whose relay stream ended or whose connection
+    /// to the relay closed.
+    #[error("the relay circuit closed")]
+    CircuitClosed,
 }
 
 /// Buffers and deadlines of every connection's I/O (the per-connection
@@ -358,6 +369,42 @@ pub enum DialError {
     /// Too many dial requests are pending.
     #[error("too many pending dial requests")]
     TooManyRequests,
+}
+
+/// A relay command the node refused at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayCommandError {
+    /// No direct (non-relayed) upgraded connection to the relay.
+    #[error("no direct connection to the relay")]
+    NotConnectedToRelay,
+    /// A reservation request to this relay is already under way.
+    #[error("a reservation with this relay is already pending")]
+    ReservePending,
+    /// Not `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<target>`.
+    #[error("not a circuit address with relay and target ids")]
+    BadCircuitAddress,
+    /// The relay's yamux session refused a new stream.
+    #[error("yamux: {0}")]
+    Yamux(yamux::OpenError),
+    /// The node does not serve as a relay.
+    #[error("this node is not a relay server")]
+    NotARelay,
+    /// No such pending circuit request (answered, timed out or gone).
+    #[error("no such circuit request")]
+    UnknownRequest,
+}
+
+/// Why a dial through a relay failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CircuitDialError {
+    /// The relay refused or the CONNECT exchange broke.
+    #[error("relay: {0}")]
+    Relay(crate::relay::RelayError),
+    /// The circuit opened but the upgrade over it failed.
+    #[error("upgrade over the circuit: {0}")]
+    Upgrade(AttemptError),
 }
 
 /// A refused inbound connection (the adapter closes the socket).
@@ -643,4 +690,43 @@ pub enum Event {
         /// Why.
         error: PingFailure,
     },
+    /// A relay granted (or renewed) our reservation.
+    ReservationAccepted {
+        /// The relay.
+        relay: PeerId,
+        /// What we hold: expiry, addresses, limit.
+        reservation: crate::relay::Reservation,
+    },
+    /// A reservation request failed.
+    ReservationFailed {
+        /// The relay.
+        relay: PeerId,
+        /// Why.
+        error: crate::relay::RelayError,
+    },
+    /// The connection a reservation was made on closed: it is gone.
+    ReservationLost {
+        /// The relay.
+        relay: PeerId,
+    },
+    /// A peer wants a circuit to us through a relay we hold a reservation
+    /// with: answer with [`Node::answer_circuit`](super::Node::answer_circuit)
+    /// within `relay.accept_timeout`, or it is refused.
+    CircuitRequest {
+        /// The request, to answer.
+        request: StreamHandle,
+        /// The relay.
+        relay: PeerId,
+        /// Who opens the circuit.
+        initiator: PeerId,
+    },
+    /// A [`Node::dial_circuit`](super::Node::dial_circuit) failed.
+    CircuitDialFailed {
+        /// The request.
+        dial: DialId,
+        /// Why.
+        error: CircuitDialError,
+    },
+    /// What our relay server did (reservations granted, refused, ended).
+    RelayServer(crate::relay::server::ServerEvent),
 }
