@@ -99,8 +99,9 @@ struct Conn {
     carrier: Option<StreamHandle>,
     /// Runs only the protocols allowed on limited connections.
     limited: bool,
-    /// The relay's limit on the circuit of a relayed connection.
-    circuit_limit: Option<crate::relay::CircuitLimit>,
+    /// The relay's limit on the circuit of a relayed connection, and how
+    /// much of it is used.
+    circuit: Option<relay::CircuitUse>,
 }
 
 // The session is the steady state of every connection, so it stays inline;
@@ -161,6 +162,8 @@ pub struct Node {
     peer_protocols: HashMap<PeerId, Vec<String>>,
     protected: HashMap<PeerId, SmallVec<[String; 1]>>,
     protocols: Vec<ProtocolName>,
+    /// Registered protocols that also run on limited connections.
+    limited_protocols: Vec<ProtocolName>,
     listen_addrs: Vec<Vec<u8>>,
     dialer: dial::Dialer,
     /// The dialer's deadline registered in the timer table.
@@ -243,6 +246,7 @@ impl Node {
             peer_protocols: HashMap::new(),
             protected: HashMap::new(),
             protocols: Vec::new(),
+            limited_protocols: Vec::new(),
             listen_addrs: Vec::new(),
             pings: HashMap::new(),
             actions: VecDeque::new(),
@@ -329,6 +333,21 @@ impl Node {
         if !self.protocols.contains(&protocol) {
             self.protocols.push(protocol);
             self.push_identify();
+        }
+        Ok(())
+    }
+
+    /// Like [`register_protocol`](Self::register_protocol), and the
+    /// protocol also runs on limited (relayed) connections, both ways: a
+    /// relay's limit applies to it (js-libp2p's `runOnLimitedConnection`).
+    pub fn register_protocol_on_limited(
+        &mut self,
+        protocol: impl Into<ProtocolName>,
+    ) -> Result<(), RegisterError> {
+        let protocol = protocol.into();
+        self.register_protocol(protocol.clone())?;
+        if !self.limited_protocols.contains(&protocol) {
+            self.limited_protocols.push(protocol);
         }
         Ok(())
     }
@@ -561,12 +580,18 @@ impl Node {
 
     fn best_connection(&self, peer: &PeerId) -> Option<ConnectionId> {
         // The oldest established connection that is not closing and whose
-        // session accepts new streams.
-        self.peers.get(peer)?.iter().copied().find(|id| {
+        // session accepts new streams; an unlimited one before a limited.
+        let usable = |id: &ConnectionId| {
             self.conns.get(id).is_some_and(|c| {
                 matches!(&c.state, ConnState::Muxed(s) if !s.is_closed() && s.remote_go_away().is_none() && s.local_go_away().is_none())
             })
-        })
+        };
+        let list = self.peers.get(peer)?;
+        list.iter()
+            .copied()
+            .filter(usable)
+            .find(|id| !self.is_limited(*id))
+            .or_else(|| list.iter().copied().find(usable))
     }
 
     fn flag_write(&mut self, conn: ConnectionId) {
@@ -718,9 +743,13 @@ impl Node {
         }
     }
 
-    fn inbound_protocols(&self) -> impl Iterator<Item = ProtocolName> + '_ {
+    /// What inbound streams on `conn` may negotiate: on a limited
+    /// connection only the built-ins, relay and opted-in protocols.
+    fn inbound_protocols(&self, conn: ConnectionId) -> impl Iterator<Item = ProtocolName> + '_ {
+        let limited = self.is_limited(conn);
         self.protocols
             .iter()
+            .filter(move |p| !limited || self.limited_protocols.contains(p))
             .cloned()
             .chain(builtin::protocols().map(Cow::Borrowed))
             .chain(self.relay_protocols().map(Cow::Borrowed))
@@ -756,7 +785,7 @@ impl Conn {
             counted_ip: None,
             carrier: None,
             limited: false,
-            circuit_limit: None,
+            circuit: None,
         }
     }
 }

@@ -70,7 +70,34 @@ pub(super) enum RelayStream {
         left: Option<u64>,
         /// `other` waits for room in this stream's output.
         wake_other: bool,
+        /// The circuit's duration limit.
+        deadline: Option<Instant>,
     },
+}
+
+/// A limited circuit's use, as the relay will count it: bytes of the
+/// relayed connection in each direction, and its age.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CircuitUse {
+    limit: CircuitLimit,
+    since: Instant,
+    sent: u64,
+    received: u64,
+}
+
+impl CircuitUse {
+    /// Whether the relay had reason to end the circuit by `now`.
+    fn reached(&self, now: Instant) -> bool {
+        let data = self
+            .limit
+            .data
+            .is_some_and(|d| self.sent >= d || self.received >= d);
+        let time = self
+            .limit
+            .duration
+            .is_some_and(|d| now >= self.since.saturating_add(d));
+        data || time
+    }
 }
 
 /// What a handshake step produced, taken out of the stream so the node
@@ -658,6 +685,9 @@ impl Node {
         };
         let limit = server.circuit_limit();
         let left = limit.and_then(|l| l.data);
+        let deadline = limit
+            .and_then(|l| l.duration)
+            .map(|d| self.now.saturating_add(d));
         let accepted = match self.stream_parts(src) {
             Ok((_, st)) => match &mut st.kind {
                 Kind::Relay(r) => match &mut **r {
@@ -669,6 +699,7 @@ impl Node {
                             circuit,
                             left,
                             wake_other: false,
+                            deadline,
                         }));
                         true
                     }
@@ -685,6 +716,7 @@ impl Node {
                     circuit,
                     left,
                     wake_other: false,
+                    deadline,
                 }))
             } else {
                 Kind::Drain
@@ -697,6 +729,8 @@ impl Node {
             }
             return;
         }
+        self.relay_reschedule(src);
+        self.relay_reschedule(dst);
         self.pump_later(src);
         self.pump_later(dst);
     }
@@ -748,11 +782,9 @@ impl Node {
             .and_then(|c| c.streams.get(&other.id))
         {
             Some(o) => o.out.is_empty(),
-            None => {
-                // The partner is gone: so is the circuit.
-                self.end_circuit(stream, other, circuit);
-                return Outcome::Nothing;
-            }
+            // The partner closed cleanly: this half only flushes its output
+            // (what the partner still sends cannot come).
+            None => return Outcome::Nothing,
         };
         if !other_ready {
             self.mark_wake(other);
@@ -830,6 +862,7 @@ impl Node {
     /// Resets both halves of a circuit and frees its slots.
     fn end_circuit(&mut self, a: StreamHandle, b: StreamHandle, circuit: CircuitId) {
         for s in [a, b] {
+            self.forget_relay_timer(s);
             if let Ok((_, st)) = self.stream_parts(s) {
                 st.kind = Kind::Drain;
             }
@@ -872,6 +905,7 @@ impl Node {
                 }
             };
             self.handle_written(now, inner, n);
+            self.count_circuit(inner, n, 0);
             if n == 0 {
                 break;
             }
@@ -899,6 +933,7 @@ impl Node {
                 match chunk {
                     Some(Some(chunk)) => {
                         let used = self.handle_read(now, inner, &chunk);
+                        self.count_circuit(inner, 0, used);
                         if used < chunk.len() {
                             if let Ok((_, st)) = self.stream_parts(stream) {
                                 st.pending = chunk.slice(used..);
@@ -921,6 +956,13 @@ impl Node {
             }
         }
         finish(progressed)
+    }
+
+    fn count_circuit(&mut self, inner: ConnectionId, sent: usize, received: usize) {
+        if let Some(u) = self.conns.get_mut(&inner).and_then(|c| c.circuit.as_mut()) {
+            u.sent += sent as u64;
+            u.received += received as u64;
+        }
     }
 
     /// Turns a handshake stream into the carrier of `inner`; the bytes the
@@ -964,7 +1006,12 @@ impl Node {
         c.expected = expected;
         c.carrier = Some(carrier);
         c.limited = limit.is_some();
-        c.circuit_limit = limit;
+        c.circuit = limit.map(|limit| CircuitUse {
+            limit,
+            since: now,
+            sent: 0,
+            received: 0,
+        });
         self.conns.insert(conn, c);
         self.flag_write(conn);
         self.reschedule(conn);
@@ -985,11 +1032,31 @@ impl Node {
         self.forget(inner);
     }
 
-    /// A relay stream vanished (reset, connection closed) before it was done.
-    pub(super) fn relay_stream_gone(&mut self, stream: StreamHandle, r: Box<RelayStream>) {
+    /// A relay stream finished cleanly in both directions. A circuit half
+    /// leaves its partner to flush what it holds; the circuit is freed when
+    /// both are gone.
+    pub(super) fn relay_stream_closed(&mut self, stream: StreamHandle, r: Box<RelayStream>) {
+        if let RelayStream::Splice { other, circuit, .. } = *r {
+            self.forget_relay_timer(stream);
+            if self.stream_parts(other).is_err() {
+                if let Some(server) = self.relay.server.as_mut() {
+                    server.handle_circuit_closed(circuit);
+                }
+            }
+            return;
+        }
+        self.relay_stream_gone(stream, r);
+    }
+
+    fn forget_relay_timer(&mut self, stream: StreamHandle) {
         if let Some(t) = self.relay.timers.remove(&stream) {
             self.timers.remove(&(t, TimerKey::Relay(stream)));
         }
+    }
+
+    /// A relay stream vanished (reset, connection closed) before it was done.
+    pub(super) fn relay_stream_gone(&mut self, stream: StreamHandle, r: Box<RelayStream>) {
+        self.forget_relay_timer(stream);
         let peer = self.conns.get(&stream.conn).and_then(|c| c.peer);
         match *r {
             RelayStream::Reserve(_) => {
@@ -1006,9 +1073,10 @@ impl Node {
                 error: CircuitDialError::Relay(RelayError::Closed),
             }),
             RelayStream::Carrier { inner, .. } => {
-                let reason = match self.conns.get(&inner).and_then(|c| c.circuit_limit) {
-                    Some(_) => super::CloseReason::CircuitLimit,
-                    None => super::CloseReason::CircuitClosed,
+                let now = self.now;
+                let reason = match self.conns.get(&inner).and_then(|c| c.circuit) {
+                    Some(u) if u.reached(now) => super::CloseReason::CircuitLimit,
+                    _ => super::CloseReason::CircuitClosed,
                 };
                 self.carrier_gone(inner, reason);
             }
@@ -1055,6 +1123,19 @@ impl Node {
         self.relay.timers.remove(&stream);
         if let Ok((_, st)) = self.stream_parts(stream) {
             if let Kind::Relay(r) = &mut st.kind {
+                if let RelayStream::Splice {
+                    other,
+                    circuit,
+                    deadline: Some(at),
+                    ..
+                } = **r
+                {
+                    if at <= now {
+                        // The circuit's time is up.
+                        self.end_circuit(stream, other, circuit);
+                        return;
+                    }
+                }
                 with_handshake(r, |h| h.handle_timeout(now));
             }
         }
@@ -1093,7 +1174,10 @@ impl Node {
     fn relay_reschedule(&mut self, stream: StreamHandle) {
         let wanted = match self.stream_parts(stream) {
             Ok((_, st)) => match &mut st.kind {
-                Kind::Relay(r) => with_handshake(r, |h| h.poll_timeout()),
+                Kind::Relay(r) => match **r {
+                    RelayStream::Splice { deadline, .. } => deadline,
+                    _ => with_handshake(r, |h| h.poll_timeout()),
+                },
                 _ => None,
             },
             Err(_) => None,

@@ -165,6 +165,9 @@ impl Node {
         } else {
             multistream::Config::default()
         };
+        if self.is_limited(conn) && !protocols.iter().all(|p| self.limited_protocols.contains(p)) {
+            return Err(OpenStreamError::Limited);
+        }
         let neg = Negotiator::dialer_with(protocols, config)
             .map_err(|_| OpenStreamError::InvalidProtocols)?;
         self.open_outbound(conn, neg, Kind::User)
@@ -533,7 +536,7 @@ impl Node {
                     }
                     // Registered names are checked by `register_protocol`;
                     // should one still be refused, the stream is.
-                    let Ok(neg) = Negotiator::listener(self.inbound_protocols()) else {
+                    let Ok(neg) = Negotiator::listener(self.inbound_protocols(conn)) else {
                         if let Some(ConnState::Muxed(session)) =
                             self.conns.get_mut(&conn).map(|c| &mut c.state)
                         {
@@ -584,6 +587,8 @@ impl Node {
                         let stream = StreamHandle { conn, id: id.get() };
                         if matches!(st.kind, Kind::User) && st.user_visible {
                             self.events.push_back(Event::StreamClosed { stream });
+                        } else if let Kind::Relay(r) = st.kind {
+                            self.relay_stream_closed(stream, r);
                         } else {
                             self.stream_gone(stream, st);
                         }

@@ -212,6 +212,25 @@ impl Net {
         }
     }
 
+    /// Does what can be done now, then moves the clock to the next arrival
+    /// or timer.
+    fn advance(&mut self) {
+        while self.step() {}
+        let next = [
+            self.wire.front().map(|(t, ..)| *t),
+            self.nodes.iter().filter_map(|n| n.poll_timeout()).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(t) = next.filter(|t| *t > self.now) {
+            self.now = t;
+            for n in &mut self.nodes {
+                n.handle_timeout(t);
+            }
+        }
+    }
+
     fn take_events(&mut self, i: usize) -> Vec<Event> {
         core::mem::take(&mut self.events[i])
     }

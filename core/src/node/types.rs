@@ -475,6 +475,11 @@ pub enum OpenStreamError {
     /// No upgraded connection to the peer.
     #[error("not connected to the peer")]
     NotConnected,
+    /// The only connection to the peer is limited (relayed) and a
+    /// proposed protocol is not registered with
+    /// [`Node::register_protocol_on_limited`](super::Node::register_protocol_on_limited).
+    #[error("the connection is limited and the protocol does not run there")]
+    Limited,
     /// No protocol given, or a name that is not a valid protocol.
     #[error("invalid protocol list")]
     InvalidProtocols,
