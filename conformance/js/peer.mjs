@@ -26,8 +26,8 @@
 //     close PEER               close every connection to PEER
 // End of stdin stops the node and exits.
 
-import { createInterface } from 'node:readline'
 import { createLibp2p } from 'libp2p'
+import { emit, serveCommands } from './lines.mjs'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { plaintext } from '@libp2p/plaintext'
@@ -46,10 +46,6 @@ const UNKNOWN = '/unknown/1.0.0'
 const OP_TIMEOUT_MS = 15_000
 const CHUNK = 64 * 1024
 const MAX_ECHO_STREAMS = 256
-
-function emit (obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n')
-}
 
 function parseSecurity (argv) {
   const i = argv.indexOf('--security')
@@ -315,29 +311,4 @@ emit({
   agent: AGENT
 })
 
-let seq = 0
-const pending = new Set()
-const lines = createInterface({ input: process.stdin, crlfDelay: Infinity })
-lines.on('line', (line) => {
-  const words = line.trim().split(/\s+/).filter(Boolean)
-  if (words.length === 0) return
-  seq += 1
-  const id = seq
-  const [cmd, ...args] = words
-  const run = (async () => {
-    try {
-      const handler = commands[cmd]
-      if (handler === undefined) throw new Error(`unknown command ${cmd}`)
-      emit({ seq: id, cmd, ok: true, ...(await handler(args)) })
-    } catch (err) {
-      emit({ seq: id, cmd, ok: false, name: err?.name ?? 'Error', error: String(err?.message ?? err) })
-    }
-  })()
-  pending.add(run)
-  run.finally(() => pending.delete(run))
-})
-lines.on('close', async () => {
-  await Promise.allSettled([...pending])
-  await node.stop().catch(() => {})
-  process.exit(0)
-})
+serveCommands(node, commands)
