@@ -34,8 +34,10 @@ pub const HOP_PROTOCOL: &str = "/libp2p/circuit/relay/0.2.0/hop";
 pub const STOP_PROTOCOL: &str = "/libp2p/circuit/relay/0.2.0/stop";
 /// The signed-envelope domain of reservation vouchers.
 pub const VOUCHER_DOMAIN: &str = "libp2p-relay-rsvp";
-/// The multicodec of a voucher payload (0x0302 as an unsigned varint).
-pub const VOUCHER_PAYLOAD_TYPE: [u8; 2] = [0x82, 0x06];
+/// The payload type of a voucher: the two bytes `03 02`, as go-libp2p
+/// (`RecordCodec`) and js-libp2p write them. Not the multicodec 0x0302 as
+/// a varint (`82 06`): a voucher typed that way fails in both.
+pub const VOUCHER_PAYLOAD_TYPE: [u8; 2] = [0x03, 0x02];
 
 /// The client's deadlines (go-libp2p's defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -594,3 +594,32 @@ fn a_flood_from_many_peers_keeps_every_table_bounded() {
     assert!(s.circuits() <= 16);
     assert!(s.rate_entries() <= 2 * 64);
 }
+
+/// A voucher a js-libp2p relay (`@libp2p/circuit-relay-v2` 4.2.13) put in
+/// its RESERVE answer, captured by the conformance tests; how and with
+/// which keys is in the `.txt` beside it.
+const JS_VOUCHER: &str = include_str!("../../../conformance/tests/data/js_relay_voucher.hex");
+
+#[test]
+fn a_voucher_signed_by_js_libp2p_verifies_and_ours_is_byte_identical() {
+    let bytes = data_encoding::HEXLOWER
+        .decode(JS_VOUCHER.trim().as_bytes())
+        .unwrap();
+    let (relay, client) = (key(21), key(23));
+    let voucher = verify_voucher(&bytes, &relay.peer_id(), &client.peer_id()).unwrap();
+    assert_eq!(voucher.expiration, 1_796_260_507);
+    // Ed25519 is deterministic: the same envelope, field for field.
+    assert_eq!(
+        make_voucher(&relay, &client.peer_id(), 1_796_260_507),
+        bytes
+    );
+    // The wrong peer, the wrong relay, a bit flipped in the signature.
+    assert_eq!(
+        verify_voucher(&bytes, &relay.peer_id(), &relay.peer_id()),
+        Err(VoucherError::WrongPeer)
+    );
+    assert!(verify_voucher(&bytes, &client.peer_id(), &client.peer_id()).is_err());
+    let mut forged = bytes.clone();
+    *forged.last_mut().unwrap() ^= 1;
+    assert!(verify_voucher(&forged, &relay.peer_id(), &client.peer_id()).is_err());
+}
