@@ -729,7 +729,12 @@ impl Node {
             public_key: self.config.keypair.public(),
             protocol_version: self.config.protocol_version.clone(),
             agent_version: self.config.agent_version.clone(),
-            listen_addrs: self.listen_addrs.clone(),
+            listen_addrs: self
+                .listen_addrs
+                .iter()
+                .cloned()
+                .chain(self.relay_addrs())
+                .collect(),
             observed_addr: self.conns.get(&conn).map(|c| c.remote_addr.clone()),
             protocols,
         }

@@ -149,6 +149,29 @@ impl Node {
         self.relay.reservations.get(relay).map(|(_, r)| r)
     }
 
+    /// Where peers can reach us through the relays we hold reservations
+    /// with: each reservation address with `/p2p-circuit` appended
+    /// (`<relay addr>/p2p/<relay>/p2p-circuit`), sorted, without doubles.
+    /// Identify announces them with the listen addresses; a dialer appends
+    /// `/p2p/<our id>`.
+    pub fn relay_addrs(&self) -> Vec<Vec<u8>> {
+        let mut addrs: Vec<Vec<u8>> = self
+            .relay
+            .reservations
+            .values()
+            .flat_map(|(_, r)| r.addrs.iter())
+            .filter(|a| addr::classify(a).is_ok_and(|i| !i.relayed))
+            .map(|a| {
+                let mut a = a.clone();
+                crate::varint::push(crate::addr::code::P2P_CIRCUIT, &mut a);
+                a
+            })
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
     /// Whether `conn` runs over a relay circuit.
     pub fn is_relayed(&self, conn: ConnectionId) -> bool {
         self.relay.carriers.contains_key(&conn)
@@ -525,18 +548,23 @@ impl Node {
         match decision {
             Decision::Reserved(outcome) => {
                 self.relay.pending_reserve.remove(&peer);
-                self.events.push_back(match outcome {
+                let event = match outcome {
                     Ok(reservation) => {
+                        let before = self.relay_addrs();
                         self.relay
                             .reservations
                             .insert(peer, (stream.conn, reservation.clone()));
+                        if self.relay_addrs() != before {
+                            self.push_identify();
+                        }
                         Event::ReservationAccepted {
                             relay: peer,
                             reservation,
                         }
                     }
                     Err(error) => Event::ReservationFailed { relay: peer, error },
-                });
+                };
+                self.events.push_back(event);
             }
             Decision::Dialed {
                 dial,
@@ -1109,6 +1137,7 @@ impl Node {
             self.relay.reservations.remove(&peer);
             self.events
                 .push_back(Event::ReservationLost { relay: peer });
+            self.push_identify();
         }
         if last {
             if let Some(server) = self.relay.server.as_mut() {

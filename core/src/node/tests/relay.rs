@@ -96,7 +96,7 @@ fn refusal(net: &mut Net, i: usize, dial: DialId, within: Duration) -> Option<St
 
 #[test]
 fn a_reservation_carries_the_relay_addresses_and_limit() {
-    let net = relay_net(ServerConfig::default());
+    let mut net = relay_net(ServerConfig::default());
     let relay = net.peer(R);
     let r = net.nodes[B].reservation(&relay).expect("held");
     assert_eq!(r.expire, Instant::ZERO + Duration::from_secs(3600));
@@ -106,6 +106,17 @@ fn a_reservation_carries_the_relay_addresses_and_limit() {
         .relay_server()
         .unwrap()
         .has_reservation(&net.peer(B)));
+    // B announces where it is reachable now: identify pushed to the relay.
+    let mut circuit = with_p2p(&tcp_addr(1), relay);
+    crate::varint::push(crate::addr::code::P2P_CIRCUIT, &mut circuit);
+    assert_eq!(net.nodes[B].relay_addrs(), vec![circuit.clone()]);
+    let b = net.peer(B);
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(R, |e| {
+            matches!(e, Event::Identified { peer, info, .. }
+                if *peer == b && info.listen_addrs.contains(&circuit))
+        })
+    });
 }
 
 #[test]
