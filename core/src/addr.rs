@@ -449,7 +449,7 @@ pub fn components(bytes: &[u8]) -> impl Iterator<Item = Result<Component<'_>, Ad
     })
 }
 
-fn next_component(bytes: &[u8]) -> Result<(Component<'_>, &[u8]), AddrError> {
+pub(crate) fn next_component(bytes: &[u8]) -> Result<(Component<'_>, &[u8]), AddrError> {
     let (code, rest) = varint::decode_u64(bytes).ok_or(AddrError::Truncated)?;
     let take = |n: usize| -> Result<(&[u8], &[u8]), AddrError> {
         if rest.len() < n {

@@ -146,6 +146,16 @@ impl StdClock {
         Instant::ZERO + t.saturating_duration_since(self.epoch)
     }
 
+    /// The system's wall clock read now, tied to this clock's present: what
+    /// the relay client needs to turn a relay's unix expiry into an
+    /// [`Instant`] (a clock set before 1970 reads as 1970).
+    pub fn wall_clock(&self) -> crate::relay::WallClock {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        crate::relay::WallClock::new(self.now(), unix)
+    }
+
     /// Converts an [`Instant`] of this clock back to a std instant.
     pub fn to_std(&self, t: Instant) -> std::time::Instant {
         self.epoch

@@ -50,3 +50,12 @@ fn every_ping_before_the_peers_fin_is_answered() {
     let addr = async_std::task::block_on(testkit::listening(&b));
     assert_eq!(testkit::pings_then_fin(testkit::socket_addr(&addr), 65), 65);
 }
+
+#[test]
+fn a_circuit_through_a_relay_carries_echo() {
+    async_std::task::block_on(async_std::future::timeout(Duration::from_secs(30), async {
+        let [r, b, a] = [40, 41, 42].map(|seed| new_host(testkit::config(seed)).unwrap());
+        testkit::relayed_echo(&r, &b, &a).await;
+    }))
+    .expect("test timed out");
+}

@@ -12,9 +12,11 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use multiaddr::Multiaddr;
 use sansp2p::node::{
-    Config, ConnectionId, DialId, Event, ListenerId, Node, OpenStreamError, PingId, StreamHandle,
+    Config, ConnectionId, DialId, Event, ListenerId, Node, OpenStreamError, PingId,
+    RelayCommandError, StreamHandle,
 };
 use sansp2p::protocols::identify;
+use sansp2p::relay::{self, CircuitAddr, CircuitLimit, ServerConfig, Status};
 use sansp2p::time::StdClock;
 use sansp2p::{yamux, Instant, PeerId};
 
@@ -32,6 +34,10 @@ pub(crate) struct App {
     dials: HashMap<DialId, Reply<(PeerId, ConnectionId)>>,
     opens: HashMap<StreamHandle, Reply<()>>,
     pings: HashMap<PingId, Reply<Duration>>,
+    /// `reserve` calls waiting for a relay's answer, by relay.
+    reserves: HashMap<PeerId, Vec<Reply<relay::Reservation>>>,
+    /// Which circuits through our relays we take (all when unset).
+    circuit_filter: Option<CircuitFilter>,
     /// `open_stream`s waiting for a session to have room for a stream;
     /// dropping a sender wakes its waiter.
     room: HashMap<PeerId, Vec<oneshot::Sender<()>>>,
@@ -40,6 +46,26 @@ pub(crate) struct App {
     identified: HashMap<PeerId, identify::Info>,
     established: HashMap<ConnectionId, ConnectionInfo>,
     subscribers: Vec<async_channel::Sender<Event>>,
+}
+
+/// Decides on a circuit to us: `(relay, initiator) -> accept?`.
+type CircuitFilter = Arc<dyn Fn(&PeerId, &PeerId) -> bool + Send + Sync>;
+
+/// A reservation held with a relay, as [`Host::reserve`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// The relay.
+    pub relay: PeerId,
+    /// Where peers reach us through it:
+    /// `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<us>`, one per relay
+    /// address.
+    pub addrs: Vec<Multiaddr>,
+    /// When the relay drops it unless it is made again.
+    pub expires: std::time::Instant,
+    /// What the relay allows per circuit (`None`: no limit announced).
+    pub limit: Option<CircuitLimit>,
+    /// The relay's signed voucher, verified, when it sent one.
+    pub voucher: Option<Vec<u8>>,
 }
 
 /// The application side of one stream.
@@ -152,6 +178,38 @@ pub(crate) fn dispatch(node: &mut Node, app: &mut App, event: Event, now: Instan
         }
         Event::StreamClosed { stream } => wake_stream(app, stream, |w| w.finished = true),
         Event::StreamReset { stream } => wake_stream(app, stream, |w| w.reset = true),
+        Event::CircuitDialFailed { dial, error } => {
+            if let Some(tx) = app.dials.remove(dial) {
+                let _ = tx.send(Err(Error::CircuitDial(error.clone())));
+            }
+        }
+        Event::ReservationAccepted { relay, reservation } => {
+            for tx in app.reserves.remove(relay).into_iter().flatten() {
+                let _ = tx.send(Ok(reservation.clone()));
+            }
+        }
+        Event::ReservationFailed { relay, error } => {
+            for tx in app.reserves.remove(relay).into_iter().flatten() {
+                let _ = tx.send(Err(Error::Reservation(error.clone())));
+            }
+        }
+        Event::CircuitRequest {
+            request,
+            relay,
+            initiator,
+        } => {
+            let take = app
+                .circuit_filter
+                .as_ref()
+                .is_none_or(|f| f(relay, initiator));
+            let answer = if take {
+                Ok(())
+            } else {
+                Err(Status::PermissionDenied)
+            };
+            // Only fails if the request timed out meanwhile: nothing to do.
+            let _ = node.answer_circuit(now, *request, answer);
+        }
         Event::PingSuccess { ping, rtt, .. } => {
             if let Some(tx) = app.pings.remove(ping) {
                 let _ = tx.send(Ok(*rtt));
@@ -244,9 +302,156 @@ impl Host {
 
     /// Dials `addr` (with or without a `/p2p/<id>` suffix; with one, the
     /// peer must authenticate as that id). Returns the peer reached.
+    ///
+    /// A circuit address, `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<peer>`,
+    /// is dialed through the relay: the relay first (an existing connection
+    /// to it serves), then the circuit, then the upgrade over it. The
+    /// connection is [limited](Self::is_limited) when the relay announced a
+    /// limit.
     pub async fn dial(&self, addr: &Multiaddr) -> Result<PeerId, Error> {
+        let bytes = addr.to_vec();
+        if let Some(circuit) = CircuitAddr::parse(&bytes) {
+            return self.dial_circuit(&circuit).await;
+        }
         let (peer, _) = self.dial_addrs(None, vec![addr.clone()]).await?;
         Ok(peer)
+    }
+
+    async fn dial_circuit(&self, circuit: &CircuitAddr<'_>) -> Result<PeerId, Error> {
+        self.connect_relay(circuit.relay, circuit.relay_addr)
+            .await?;
+        let (tx, rx) = oneshot::channel();
+        let bytes = relay::circuit_addr(circuit.relay_addr, Some(&circuit.target));
+        self.shared.with(|st, now| {
+            let id = st.node.dial_circuit(now, &bytes).map_err(Error::Relay)?;
+            st.app.dials.insert(id, tx);
+            Ok::<_, Error>(())
+        })?;
+        let (peer, _) = answer(rx).await?;
+        Ok(peer)
+    }
+
+    /// A direct connection to `relay`, dialed at `addr` (binary, ending in
+    /// `/p2p/<relay>`) unless one exists.
+    async fn connect_relay(&self, relay: PeerId, addr: &[u8]) -> Result<(), Error> {
+        let connected = {
+            let st = self.shared.lock();
+            let direct = st
+                .node
+                .connections_to(&relay)
+                .any(|c| !st.node.is_relayed(c));
+            direct
+        };
+        if connected {
+            return Ok(());
+        }
+        if addr == relay::p2p_suffix(&relay).as_slice() {
+            // No transport to dial it at.
+            return Err(Error::Relay(RelayCommandError::NotConnectedToRelay));
+        }
+        self.dial_peer(relay, vec![crate::multiaddr_from(addr.to_vec())])
+            .await
+            .map(drop)
+    }
+
+    /// Reserves a slot on the relay at `addr` (which must end in
+    /// `/p2p/<relay>`), dialing it first unless connected: peers can then
+    /// dial us at the returned [`Reservation::addrs`], and identify
+    /// announces them. The reservation lasts until
+    /// [`Reservation::expires`] or until the connection to the relay
+    /// closes; calling `reserve` again renews it.
+    pub async fn reserve(&self, addr: &Multiaddr) -> Result<Reservation, Error> {
+        let bytes = addr.to_vec();
+        let relay = match sansp2p::addr::classify(&bytes) {
+            Ok(info) if !info.relayed => info.peer,
+            _ => None,
+        }
+        .ok_or_else(|| Error::UnsupportedAddress(addr.clone()))?;
+        self.connect_relay(relay, &bytes).await?;
+        let (tx, rx) = oneshot::channel();
+        self.shared.with(|st, now| {
+            let clock = self.shared.clock.wall_clock();
+            match st.node.reserve(now, clock, relay) {
+                Ok(()) | Err(RelayCommandError::ReservePending) => {
+                    st.app.reserves.entry(relay).or_default().push(tx);
+                    Ok(())
+                }
+                Err(e) => Err(Error::Relay(e)),
+            }
+        })?;
+        let held = answer(rx).await?;
+        let us = self.local_peer_id();
+        let addrs = held
+            .addrs
+            .iter()
+            .map(|a| crate::multiaddr_from(relay::circuit_addr(a, Some(&us))))
+            .collect();
+        Ok(Reservation {
+            relay,
+            addrs,
+            expires: self.shared.clock.to_std(held.expire),
+            limit: held.limit,
+            voucher: held.voucher,
+        })
+    }
+
+    /// Where peers reach us through relays right now: for every
+    /// reservation held, `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<us>`.
+    pub fn relay_addrs(&self) -> Vec<Multiaddr> {
+        let suffix = relay::p2p_suffix(&self.local_peer_id());
+        let addrs = self.shared.lock().node.relay_addrs();
+        addrs
+            .into_iter()
+            .map(|mut a| {
+                a.extend_from_slice(&suffix);
+                crate::multiaddr_from(a)
+            })
+            .collect()
+    }
+
+    /// Decides which circuits through our relays we take: `filter(relay,
+    /// initiator)`; a refused one is answered PERMISSION_DENIED. Without a
+    /// filter every circuit is taken (only relays we hold a reservation with
+    /// can offer one).
+    pub fn set_circuit_filter(
+        &self,
+        filter: impl Fn(&PeerId, &PeerId) -> bool + Send + Sync + 'static,
+    ) {
+        self.shared.lock().app.circuit_filter = Some(Arc::new(filter));
+    }
+
+    /// Serves as a circuit relay v2 (hop) with `config`'s limits: peers
+    /// reserve slots with us and reach each other through us. The relay's
+    /// public addresses, put in reservations, are our listen addresses
+    /// unless [`set_relay_public_addrs`](Self::set_relay_public_addrs) says
+    /// otherwise.
+    pub fn serve_relay(&self, config: ServerConfig) {
+        self.shared.with(|st, now| {
+            let clock = self.shared.clock.wall_clock();
+            st.node.serve_relay(now, clock, config);
+        });
+    }
+
+    /// The addresses our relay puts in reservations (for a relay behind a
+    /// port mapping or known by a public address).
+    pub fn set_relay_public_addrs(&self, addrs: &[Multiaddr]) -> Result<(), Error> {
+        let addrs = addrs.iter().map(Multiaddr::to_vec).collect();
+        self.shared
+            .with(|st, _| st.node.set_relay_public_addrs(addrs))
+            .map_err(Error::Relay)
+    }
+
+    /// Lets `protocol` run on limited (relayed) connections, in both
+    /// directions: by default only ping and identify do, as in go-libp2p
+    /// and js-libp2p; a relay's data and time limit applies.
+    pub fn allow_on_limited(&self, protocol: &str) {
+        self.shared
+            .with(|st, _| st.node.allow_on_limited(protocol.to_owned()));
+    }
+
+    /// Whether `conn` is limited: relayed, with a limit from the relay.
+    pub fn is_limited(&self, conn: ConnectionId) -> bool {
+        self.shared.lock().node.is_limited(conn)
     }
 
     /// Dials `peer` at `addrs` (ranked, one batch after another); an

@@ -28,12 +28,13 @@ pub use multiaddr::Multiaddr;
 pub use sansp2p;
 use sansp2p::dial::DialErrorCause;
 use sansp2p::node::{
-    AttemptError, ConfigError, ConnectionId, DialError, OpenStreamError, PingError, PingFailure,
-    RegisterError, Security, StreamOpenFailure,
+    AttemptError, CircuitDialError, ConfigError, ConnectionId, DialError, OpenStreamError,
+    PingError, PingFailure, RegisterError, RelayCommandError, Security, StreamOpenFailure,
 };
+use sansp2p::relay::RelayError;
 use sansp2p::{Keypair, PeerId};
 
-pub use host::{Events, Host, Incoming};
+pub use host::{Events, Host, Incoming, Reservation};
 pub use runtime::{bind_std_listener, BoxFuture, Listener, Runtime, Socket, LISTEN_BACKLOG};
 pub use stream::Stream;
 
@@ -67,6 +68,14 @@ pub enum Error {
     Ping(PingError),
     /// The ping was sent but failed.
     PingFailed(PingFailure),
+    /// The node refused a relay command (not connected to the relay, not a
+    /// relay, a malformed circuit address).
+    Relay(RelayCommandError),
+    /// The relay refused the reservation or answered badly.
+    Reservation(RelayError),
+    /// A dial through a relay failed: refused by the relay or the peer, or
+    /// the upgrade over the circuit failed.
+    CircuitDial(CircuitDialError),
     /// The host was shut down.
     Shutdown,
 }
@@ -91,6 +100,9 @@ impl fmt::Display for Error {
             Error::StreamOpen(_) => f.write_str("stream open failed"),
             Error::Ping(_) => f.write_str("ping not sent"),
             Error::PingFailed(_) => f.write_str("ping failed"),
+            Error::Relay(_) => f.write_str("relay command refused"),
+            Error::Reservation(_) => f.write_str("reservation failed"),
+            Error::CircuitDial(_) => f.write_str("dial through the relay failed"),
             Error::Shutdown => f.write_str("host shut down"),
         }
     }
@@ -106,6 +118,9 @@ impl std::error::Error for Error {
             Error::StreamOpen(e) => Some(e),
             Error::Ping(e) => Some(e),
             Error::PingFailed(e) => Some(e),
+            Error::Relay(e) => Some(e),
+            Error::Reservation(e) => Some(e),
+            Error::CircuitDial(e) => Some(e),
             // A dial's errors are listed in its message, one per address.
             Error::UnsupportedAddress(_) | Error::Listen(_) | Error::Dial { .. } => None,
             Error::Shutdown => None,

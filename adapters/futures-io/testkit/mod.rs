@@ -104,6 +104,60 @@ pub async fn unknown_protocol_is_refused(a: &Host, peer: PeerId) {
     assert_eq!(echo(a, peer, b"still here").await, b"still here");
 }
 
+/// Circuit relay v2 through the host API: `r` serves as a relay, `b`
+/// reserves a slot on it and is dialed through it by `a`, which dials the
+/// relay itself first; the circuit is limited, so echo runs there only once
+/// both ends allow it; a circuit `b`'s filter refuses fails typed.
+pub async fn relayed_echo(r: &Host, b: &Host, a: &Host) {
+    use sansp2p::node::{CircuitDialError, OpenStreamError};
+    use sansp2p::relay::{RelayError, ServerConfig, Status};
+    use sansp2p_futures_io::Error;
+
+    r.serve_relay(ServerConfig::default());
+    let relay_addr = listening(r).await;
+    serve_echo(b);
+    b.allow_on_limited(ECHO);
+    let held = b.reserve(&relay_addr).await.unwrap();
+    assert_eq!(held.relay, r.local_peer_id());
+    let expected: Multiaddr = format!("{relay_addr}/p2p-circuit/p2p/{}", b.local_peer_id())
+        .parse()
+        .unwrap();
+    assert_eq!(held.addrs, vec![expected.clone()]);
+    assert_eq!(b.relay_addrs(), held.addrs);
+    assert!(held.limit.is_some() && held.voucher.is_some());
+    assert!(held.expires > Instant::now() + Duration::from_secs(3000));
+
+    let b_id = b.local_peer_id();
+    assert_eq!(a.dial(&expected).await.unwrap(), b_id);
+    let conns = a.connections(&b_id);
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].remote_addr, expected);
+    assert!(a.is_limited(conns[0].conn));
+    let limited = a.open_stream(b_id, ECHO).await.unwrap_err();
+    assert_eq!(limited, Error::OpenStream(OpenStreamError::Limited));
+    a.allow_on_limited(ECHO);
+    let data = payload(100_000);
+    assert_eq!(fnv1a(&echo(a, b_id, &data).await), fnv1a(&data));
+    a.ping(b_id).await.unwrap();
+
+    // b takes no circuit from a any more.
+    let a_id = a.local_peer_id();
+    b.set_circuit_filter(move |_, initiator| *initiator != a_id);
+    a.disconnect(&b_id);
+    let err = a.dial(&expected).await.unwrap_err();
+    assert_eq!(
+        err,
+        Error::CircuitDial(CircuitDialError::Relay(RelayError::Refused(
+            Status::PermissionDenied
+        )))
+    );
+
+    // Not a relay: the reservation fails typed.
+    let a_addr = listening(a).await;
+    let refused = b.reserve(&a_addr).await.unwrap_err();
+    assert!(matches!(refused, Error::Reservation(_)), "{refused:?}");
+}
+
 /// Why the next connection to close did.
 pub async fn next_close(events: &Events) -> CloseReason {
     loop {

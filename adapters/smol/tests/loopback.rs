@@ -255,3 +255,8 @@ fn dead_address_enters_backoff_and_the_live_one_connects() {
         );
     });
 }
+
+#[test]
+fn a_circuit_through_a_relay_carries_echo() {
+    run(testkit::relayed_echo(&host(40), &host(41), &host(42)));
+}

@@ -121,3 +121,12 @@ fn a_peer_that_stops_reading_is_dropped() {
         assert_eq!(testkit::next_close(&events).await, CloseReason::WriteStall);
     });
 }
+
+#[test]
+fn a_circuit_through_a_relay_carries_echo() {
+    let rt = runtime();
+    run(&rt, async {
+        let [r, b, a] = [40, 41, 42].map(|seed| new_host(testkit::config(seed)).unwrap());
+        testkit::relayed_echo(&r, &b, &a).await;
+    });
+}

@@ -346,10 +346,19 @@ impl Node {
     ) -> Result<(), RegisterError> {
         let protocol = protocol.into();
         self.register_protocol(protocol.clone())?;
+        self.allow_on_limited(protocol);
+        Ok(())
+    }
+
+    /// Lets `protocol` run on limited connections: streams we open for it
+    /// may use one, and inbound streams for it are served there when it is
+    /// also [registered](Self::register_protocol). A dialer that only opens
+    /// the protocol needs this alone.
+    pub fn allow_on_limited(&mut self, protocol: impl Into<ProtocolName>) {
+        let protocol = protocol.into();
         if !self.limited_protocols.contains(&protocol) {
             self.limited_protocols.push(protocol);
         }
-        Ok(())
     }
 
     /// Asks the adapter to listen on `addr` (binary multiaddr).
@@ -401,6 +410,7 @@ impl Node {
         self.tick(now);
         if !self.listen_addrs.contains(&addr) {
             self.listen_addrs.push(addr.clone());
+            self.relay_listen_addrs_changed();
             self.push_identify();
         }
         self.events.push_back(Event::Listening { listener, addr });

@@ -23,7 +23,7 @@ use super::{
     noise_secrets, upgrade, CircuitDialError, Conn, ConnState, ConnectionId, DialId, Endpoint,
     Event, Node, Origin, RelayCommandError, StreamHandle, TimerKey,
 };
-use crate::addr::{self, Component};
+use crate::addr;
 use crate::identity::PeerId;
 use crate::multistream::{self, Negotiator};
 use crate::relay::handshake::{
@@ -137,6 +137,9 @@ pub(super) struct RelayState {
     /// The deadline registered per relay stream.
     timers: hashbrown::HashMap<StreamHandle, Instant>,
     server: Option<Box<Server>>,
+    /// The server's public addresses were set by the application; until
+    /// then they follow the listen addresses.
+    public_addrs_set: bool,
     /// The server's deadline registered in the timer table.
     server_timer: Option<Instant>,
 }
@@ -161,11 +164,7 @@ impl Node {
             .values()
             .flat_map(|(_, r)| r.addrs.iter())
             .filter(|a| addr::classify(a).is_ok_and(|i| !i.relayed))
-            .map(|a| {
-                let mut a = a.clone();
-                crate::varint::push(crate::addr::code::P2P_CIRCUIT, &mut a);
-                a
-            })
+            .map(|a| relay::circuit_addr(a, None))
             .collect();
         addrs.sort();
         addrs.dedup();
@@ -220,7 +219,8 @@ impl Node {
     /// [relayed](Self::is_relayed)) or [`Event::CircuitDialFailed`] follows.
     pub fn dial_circuit(&mut self, now: Instant, addr: &[u8]) -> Result<DialId, RelayCommandError> {
         let now = self.tick(now);
-        let (relay, target) = circuit_ends(addr).ok_or(RelayCommandError::BadCircuitAddress)?;
+        let relay::CircuitAddr { relay, target, .. } =
+            relay::CircuitAddr::parse(addr).ok_or(RelayCommandError::BadCircuitAddress)?;
         let conn = self
             .direct_connection(&relay)
             .ok_or(RelayCommandError::NotConnectedToRelay)?;
@@ -280,7 +280,7 @@ impl Node {
     }
 
     /// The relay server's public addresses (binary multiaddrs), put into
-    /// reservations; by default the listen addresses.
+    /// reservations; by default the listen addresses, as they are bound.
     pub fn set_relay_public_addrs(&mut self, addrs: Vec<Vec<u8>>) -> Result<(), RelayCommandError> {
         let server = self
             .relay
@@ -288,7 +288,18 @@ impl Node {
             .as_mut()
             .ok_or(RelayCommandError::NotARelay)?;
         server.set_public_addrs(addrs);
+        self.relay.public_addrs_set = true;
         Ok(())
+    }
+
+    /// A listen address was added: our relay announces it unless the
+    /// application chose the relay's addresses.
+    pub(super) fn relay_listen_addrs_changed(&mut self) {
+        if let Some(server) = self.relay.server.as_mut() {
+            if !self.relay.public_addrs_set {
+                server.set_public_addrs(self.listen_addrs.iter().cloned());
+            }
+        }
     }
 
     // ------------------------------------------------------------ internals
@@ -599,7 +610,10 @@ impl Node {
                     .get(&stream.conn)
                     .map(|c| c.remote_addr.clone())
                     .unwrap_or_default();
-                push_circuit_suffix(&mut remote, &peer, &circuit.initiator);
+                if !remote.ends_with(&relay::p2p_suffix(&peer)) {
+                    remote.extend_from_slice(&relay::p2p_suffix(&peer));
+                }
+                let remote = relay::circuit_addr(&remote, Some(&circuit.initiator));
                 let inner = self.open_relayed(
                     stream,
                     Endpoint::Listener,
@@ -1272,39 +1286,6 @@ fn with_handshake<T: Default>(r: &mut RelayStream, f: impl FnOnce(&mut dyn Hands
         RelayStream::StopOut { machine, .. } => f(machine),
         RelayStream::Carrier { .. } | RelayStream::Splice { .. } => T::default(),
     }
-}
-
-/// The relay and target of `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<target>`.
-pub(super) fn circuit_ends(addr: &[u8]) -> Option<(PeerId, PeerId)> {
-    let mut relay = None;
-    let mut last = None;
-    let mut seen_circuit = false;
-    for c in addr::components(addr) {
-        match c.ok()? {
-            Component::P2p(p) => last = Some(p),
-            Component::Circuit if !seen_circuit => {
-                seen_circuit = true;
-                relay = last.take();
-            }
-            Component::Circuit => return None,
-            _ => {
-                if seen_circuit {
-                    return None;
-                }
-                last = None;
-            }
-        }
-    }
-    Some((relay?, last?))
-}
-
-/// Appends `/p2p/<relay>/p2p-circuit/p2p/<peer>`.
-fn push_circuit_suffix(addr: &mut Vec<u8>, relay: &PeerId, peer: &PeerId) {
-    if !addr.ends_with(&relay::p2p_suffix(relay)) {
-        addr.extend_from_slice(&relay::p2p_suffix(relay));
-    }
-    crate::varint::push(crate::addr::code::P2P_CIRCUIT, addr);
-    addr.extend_from_slice(&relay::p2p_suffix(peer));
 }
 
 fn remote_ip(addr: &[u8]) -> Option<core::net::IpAddr> {

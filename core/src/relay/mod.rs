@@ -299,6 +299,73 @@ pub fn make_voucher(key: &crate::Keypair, peer: &PeerId, expiration: u64) -> Vec
     Envelope::seal(key, VOUCHER_DOMAIN, &VOUCHER_PAYLOAD_TYPE, &payload)
 }
 
+/// A circuit address, `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<target>`,
+/// taken apart.
+///
+/// ```
+/// use sansp2p::relay::CircuitAddr;
+/// let addr: multiaddr::Multiaddr = "/ip4/1.2.3.4/tcp/4001/p2p/12D3KooWQAqQX2YQexMmQapfgrFV88PTtqkyiRo1LjpZoVbkjQYR/p2p-circuit/p2p/12D3KooWDB39ABqkZQvyq72DjK7W41GQKqQKyFbaCyFPDDewU62P".parse().unwrap();
+/// let bytes = addr.to_vec();
+/// let circuit = CircuitAddr::parse(&bytes).unwrap();
+/// let relay: multiaddr::Multiaddr = circuit.relay_addr.to_vec().try_into().unwrap();
+/// assert_eq!(relay.to_string(), "/ip4/1.2.3.4/tcp/4001/p2p/12D3KooWQAqQX2YQexMmQapfgrFV88PTtqkyiRo1LjpZoVbkjQYR");
+/// assert_eq!(circuit.target.to_string(), "12D3KooWDB39ABqkZQvyq72DjK7W41GQKqQKyFbaCyFPDDewU62P");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitAddr<'a> {
+    /// The relay's part, up to and with `/p2p/<relay>` (only that when the
+    /// address names no transport: the relay must be connected already).
+    pub relay_addr: &'a [u8],
+    /// The relay.
+    pub relay: PeerId,
+    /// The peer behind it.
+    pub target: PeerId,
+}
+
+impl<'a> CircuitAddr<'a> {
+    /// Parses `addr`; `None` unless it is exactly one relay hop with both
+    /// peer ids.
+    pub fn parse(addr: &'a [u8]) -> Option<Self> {
+        let mut rest = addr;
+        let mut relay = None;
+        while !rest.is_empty() {
+            let at = addr.len() - rest.len();
+            let (component, tail) = addr::next_component(rest).ok()?;
+            rest = tail;
+            match component {
+                addr::Component::P2p(p) => relay = Some(p),
+                addr::Component::Circuit => {
+                    let (addr::Component::P2p(target), &[]) = addr::next_component(rest).ok()?
+                    else {
+                        return None;
+                    };
+                    return Some(CircuitAddr {
+                        relay_addr: &addr[..at],
+                        relay: relay?,
+                        target,
+                    });
+                }
+                _ => relay = None,
+            }
+        }
+        None
+    }
+}
+
+/// `<relay part>/p2p-circuit`, and `/p2p/<target>` after it when given:
+/// the address peers dial `target` at through the relay `relay_part` names
+/// (it ends in `/p2p/<relay>`), or without a target the listen address a
+/// reservation gives us.
+pub fn circuit_addr(relay_part: &[u8], target: Option<&PeerId>) -> Vec<u8> {
+    let mut a = Vec::with_capacity(relay_part.len() + 42);
+    a.extend_from_slice(relay_part);
+    varint::push(addr::code::P2P_CIRCUIT, &mut a);
+    if let Some(target) = target {
+        a.extend_from_slice(&p2p_suffix(target));
+    }
+    a
+}
+
 /// `/p2p/<peer>` as binary multiaddr bytes.
 pub fn p2p_suffix(peer: &PeerId) -> Vec<u8> {
     let mut out = Vec::with_capacity(40);

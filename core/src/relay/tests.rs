@@ -623,3 +623,38 @@ fn a_voucher_signed_by_js_libp2p_verifies_and_ours_is_byte_identical() {
     *forged.last_mut().unwrap() ^= 1;
     assert!(verify_voucher(&forged, &relay.peer_id(), &client.peer_id()).is_err());
 }
+
+#[test]
+fn circuit_addresses_are_one_hop_with_both_ids() {
+    let (relay, target) = (key(1).peer_id(), key(2).peer_id());
+    let circuit = || {
+        let mut a = Vec::new();
+        varint::push(addr::code::P2P_CIRCUIT, &mut a);
+        a
+    };
+    let join = |parts: &[&[u8]]| parts.concat();
+    let (r, t, c, tcp) = (
+        p2p_suffix(&relay),
+        p2p_suffix(&target),
+        circuit(),
+        tcp_addr(1),
+    );
+    let full = join(&[&tcp, &r, &c, &t]);
+    let parsed = CircuitAddr::parse(&full).unwrap();
+    assert_eq!(parsed.relay_addr, join(&[&tcp, &r]).as_slice());
+    assert_eq!((parsed.relay, parsed.target), (relay, target));
+    // No transport: the relay part is its id alone.
+    let bare = join(&[&r, &c, &t]);
+    assert_eq!(CircuitAddr::parse(&bare).unwrap().relay_addr, r.as_slice());
+    for bad in [
+        join(&[&tcp, &c, &t]),         // no relay id
+        join(&[&r, &tcp, &c, &t]),     // the relay id is not the hop's
+        join(&[&tcp, &r, &c]),         // no target
+        join(&[&tcp, &r, &c, &t, &c]), // two hops
+        join(&[&tcp, &r, &c, &t, &tcp]),
+        join(&[&tcp, &r]),
+        full[..full.len() - 1].to_vec(),
+    ] {
+        assert_eq!(CircuitAddr::parse(&bad), None, "{bad:02x?}");
+    }
+}
