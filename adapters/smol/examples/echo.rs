@@ -3,9 +3,23 @@
 //! ```text
 //! echo                 listener and dialer in one process, over loopback TCP
 //! echo -l PORT         listen on /ip4/127.0.0.1/tcp/PORT and echo /echo/1.0.0 streams
-//! echo -d MULTIADDR    dial, send "Hello, world!\n" on /echo/1.0.0, print the reply
+//! echo -d MULTIADDR    dial, send "Hello, world!\n" on /echo/1.0.0, print the reply;
+//!                      a circuit address (.../p2p/<relay>/p2p-circuit/p2p/<peer>)
+//!                      is dialed through the relay
 //! options: --seed N (0-255: identity from 32 bytes of N),
-//!          --insecure (/plaintext/2.0.0 instead of /noise; both sides must agree)
+//!          --insecure (/plaintext/2.0.0 instead of /noise; both sides must agree),
+//!          with -l: --relay MULTIADDR (repeatable: reserve a slot on that relay,
+//!          print the circuit address, renew before it expires),
+//!          --serve-relay (be a circuit relay v2 for others)
+//! ```
+//!
+//! Through a relay on one machine:
+//!
+//! ```text
+//! echo -l 4001 --serve-relay --seed 1              # prints I am /ip4/127.0.0.1/tcp/4001/p2p/R
+//! echo -l 4002 --seed 2 --relay /ip4/127.0.0.1/tcp/4001/p2p/R
+//!                                                  # prints I am .../p2p/R/p2p-circuit/p2p/B
+//! echo -d /ip4/127.0.0.1/tcp/4001/p2p/R/p2p-circuit/p2p/B
 //! ```
 
 use std::process::ExitCode;
@@ -25,6 +39,8 @@ struct Args {
     dial: Option<Multiaddr>,
     seed: Option<u8>,
     insecure: bool,
+    relays: Vec<Multiaddr>,
+    serve_relay: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -52,14 +68,28 @@ fn parse_args() -> Result<Args, String> {
                 );
             }
             "--insecure" => args.insecure = true,
+            "--relay" => {
+                let v = value("--relay")?;
+                let addr: Multiaddr = v
+                    .parse()
+                    .map_err(|e| format!("--relay: not a multiaddr: {v:?} ({e})"))?;
+                if !addr.iter().any(|p| matches!(p, multiaddr::Protocol::P2p(_))) {
+                    return Err(format!("--relay: {addr} needs /p2p/<relay id>"));
+                }
+                args.relays.push(addr);
+            }
+            "--serve-relay" => args.serve_relay = true,
             "-h" | "--help" => {
-                return Err("usage: echo [-l PORT | -d MULTIADDR] [--seed N] [--insecure]".into())
+                return Err("usage: echo [-l PORT [--relay MULTIADDR]... [--serve-relay] | -d MULTIADDR] [--seed N] [--insecure]".into())
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
     if args.listen.is_some() && args.dial.is_some() {
         return Err("-l and -d exclude each other".into());
+    }
+    if args.listen.is_none() && (!args.relays.is_empty() || args.serve_relay) {
+        return Err("--relay and --serve-relay go with -l".into());
     }
     Ok(args)
 }
@@ -84,7 +114,10 @@ fn host(seed: Option<u8>, insecure: bool) -> Result<Host, String> {
     if insecure {
         config.security = vec![Security::Plaintext];
     }
-    new_host(config).map_err(|e| report(&e))
+    let host = new_host(config).map_err(|e| report(&e))?;
+    // Echo also runs on relayed connections, within the relay's limits.
+    host.allow_on_limited(ECHO);
+    Ok(host)
 }
 
 fn show_identify(who: &str, info: &identify::Info) {
@@ -142,9 +175,37 @@ async fn echo_once(host: &Host, peer: sansp2p::PeerId) -> Result<Vec<u8>, String
 async fn listen(args: &Args, port: u16) -> Result<(), String> {
     let host = host(args.seed, args.insecure)?;
     let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("valid");
+    if args.serve_relay {
+        host.serve_relay(sansp2p::relay::ServerConfig::default());
+    }
     let bound = host.listen(&addr).await.map_err(|e| report(&e))?;
     println!("I am {bound}/p2p/{}", host.local_peer_id());
+    for relay in &args.relays {
+        let held = host.reserve(relay).await.map_err(|e| report(&e))?;
+        for addr in &held.addrs {
+            println!("I am {addr}");
+        }
+        smol::spawn(renew(host.clone(), relay.clone(), held.expires)).detach();
+    }
     serve_echo(host).await
+}
+
+/// Makes the reservation on `relay` again a minute before it expires, and
+/// after a failure every ten seconds.
+async fn renew(host: Host, relay: Multiaddr, mut expires: std::time::Instant) {
+    loop {
+        let at = expires
+            .checked_sub(Duration::from_secs(60))
+            .unwrap_or(expires);
+        smol::Timer::at(at.max(std::time::Instant::now())).await;
+        match host.reserve(&relay).await {
+            Ok(held) => expires = held.expires,
+            Err(e) => {
+                eprintln!("reservation on {relay} not renewed: {}", report(&e));
+                expires = std::time::Instant::now() + Duration::from_secs(70);
+            }
+        }
+    }
 }
 
 async fn dial(args: &Args, addr: &Multiaddr) -> Result<(), String> {
