@@ -120,6 +120,12 @@ impl MioNode {
         self.clock.now()
     }
 
+    /// The wall clock now, for the relay commands
+    /// ([`Node::reserve`], [`Node::serve_relay`]) that date unix expiries.
+    pub fn wall_clock(&self) -> sansp2p::relay::WallClock {
+        self.clock.wall_clock()
+    }
+
     /// The next node event, after [`step`](Self::step).
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()

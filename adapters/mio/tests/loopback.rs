@@ -1,5 +1,6 @@
-//! Two `MioNode`s sharing one mio `Poll` over loopback TCP: a 1 MiB echo
-//! through the non-blocking stream API, a ping, and a refused dial.
+//! `MioNode`s sharing one mio `Poll` over loopback TCP: a 1 MiB echo
+//! through the non-blocking stream API, a ping, a refused dial, and a
+//! circuit through a relay.
 
 use std::time::{Duration, Instant as StdInstant};
 
@@ -13,12 +14,17 @@ const ECHO: &str = "/echo/1.0.0";
 struct Loop {
     poll: Poll,
     events: Events,
-    nodes: [MioNode; 2],
-    log: [Vec<Event>; 2],
+    nodes: Vec<MioNode>,
+    log: Vec<Vec<Event>>,
 }
 
 impl Loop {
     fn new() -> Self {
+        Self::with(2)
+    }
+
+    /// `n` nodes, node `i` from seed `i + 1` with tokens from `100 + 10 000 i`.
+    fn with(n: usize) -> Self {
         let mk = |seed: u8, token: usize| {
             MioNode::new(
                 Config::new(Keypair::from_secret_bytes([seed; 32])),
@@ -29,17 +35,17 @@ impl Loop {
         Loop {
             poll: Poll::new().unwrap(),
             events: Events::with_capacity(256),
-            nodes: [mk(1, 100), mk(2, 10_000)],
-            log: [Vec::new(), Vec::new()],
+            nodes: (0..n).map(|i| mk(i as u8 + 1, 100 + 10_000 * i)).collect(),
+            log: (0..n).map(|_| Vec::new()).collect(),
         }
     }
 
-    /// One turn: step both nodes, hand their events to `on_event`, then poll
+    /// One turn: step every node, hand their events to `on_event`, then poll
     /// (without sleeping if anything happened).
     fn turn(&mut self, mut on_event: impl FnMut(usize, &mut MioNode, Event)) {
         let mut timeout = None::<Duration>;
         let mut handled = false;
-        for i in 0..2 {
+        for i in 0..self.nodes.len() {
             let t = self.nodes[i].step(self.poll.registry()).unwrap();
             timeout = [timeout, t].into_iter().flatten().min();
             while let Some(e) = self.nodes[i].poll_event() {
@@ -55,11 +61,11 @@ impl Loop {
         };
         self.poll.poll(&mut self.events, wait).unwrap();
         for event in self.events.iter() {
-            let [a, b] = &mut self.nodes;
-            assert!(
-                a.handle_event(self.poll.registry(), event)
-                    || b.handle_event(self.poll.registry(), event)
-            );
+            let registry = self.poll.registry();
+            assert!(self
+                .nodes
+                .iter_mut()
+                .any(|n| n.handle_event(registry, event)));
         }
     }
 
@@ -340,4 +346,80 @@ fn a_peer_that_stops_reading_is_disconnected() {
         l.nodes[1].node().connection_count() == 0
     });
     assert!(started.elapsed() < Duration::from_secs(9));
+}
+
+#[test]
+fn a_circuit_through_a_relay_in_one_event_loop() {
+    const R: usize = 0;
+    const B: usize = 1;
+    const A: usize = 2;
+    let mut l = Loop::with(3);
+    let now = l.nodes[R].now();
+    let clock = l.nodes[R].wall_clock();
+    l.nodes[R]
+        .node()
+        .serve_relay(now, clock, sansp2p::relay::ServerConfig::default());
+    let relay_addr = l.listen(R);
+    let relay = l.nodes[R].node().local_peer_id();
+    for i in [B, A] {
+        let now = l.nodes[i].now();
+        let addr = relay_addr.clone();
+        l.nodes[i]
+            .node()
+            .dial(now, Some(relay), vec![addr])
+            .unwrap();
+    }
+    l.until("both connected to the relay", |l| {
+        [B, A].iter().all(|&i| {
+            l.log[i]
+                .iter()
+                .any(|e| matches!(e, Event::Identified { peer, .. } if *peer == relay))
+        })
+    });
+    let (now, clock) = (l.nodes[B].now(), l.nodes[B].wall_clock());
+    l.nodes[B].node().reserve(now, clock, relay).unwrap();
+    l.until("the reservation", |l| {
+        l.log[B]
+            .iter()
+            .any(|e| matches!(e, Event::ReservationAccepted { .. }))
+    });
+    let circuit = l.nodes[B].node().relay_addrs().remove(0);
+    let target = l.nodes[B].node().local_peer_id();
+    let dial_addr = [circuit, sansp2p::relay::p2p_suffix(&target)].concat();
+    let now = l.nodes[A].now();
+    let dial = l.nodes[A].node().dial_circuit(now, &dial_addr).unwrap();
+    let deadline = StdInstant::now() + Duration::from_secs(20);
+    let mut relayed = None;
+    while relayed.is_none() {
+        assert!(StdInstant::now() < deadline, "the circuit did not open");
+        l.turn(|i, n, e| match (i, e) {
+            (B, Event::CircuitRequest { request, .. }) => {
+                let now = n.now();
+                n.node().answer_circuit(now, request, Ok(())).unwrap();
+            }
+            (
+                A,
+                Event::Dialed {
+                    dial: d,
+                    conn,
+                    peer,
+                },
+            ) if d == dial => {
+                assert_eq!(peer, target);
+                relayed = Some(conn);
+            }
+            (A, Event::CircuitDialFailed { error, .. }) => panic!("circuit dial: {error}"),
+            _ => {}
+        });
+    }
+    let conn = relayed.unwrap();
+    assert!(l.nodes[A].node().is_relayed(conn) && l.nodes[A].node().is_limited(conn));
+    // Ping runs on limited connections: bytes cross the circuit both ways.
+    let now = l.nodes[A].now();
+    l.nodes[A].node().ping(now, target).unwrap();
+    l.until("a pong through the relay", |l| {
+        l.log[A]
+            .iter()
+            .any(|e| matches!(e, Event::PingSuccess { peer, .. } if *peer == target))
+    });
 }
