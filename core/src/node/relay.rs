@@ -86,12 +86,15 @@ pub(super) struct CircuitUse {
 }
 
 impl CircuitUse {
-    /// Whether the relay had reason to end the circuit by `now`.
+    /// Whether the relay had reason to end the circuit by `now`. The spec
+    /// counts the data limit per direction (so does our relay); the
+    /// rust-libp2p and js-libp2p relays count both directions together,
+    /// so the sum is what decides.
     fn reached(&self, now: Instant) -> bool {
         let data = self
             .limit
             .data
-            .is_some_and(|d| self.sent >= d || self.received >= d);
+            .is_some_and(|d| self.sent.saturating_add(self.received) >= d);
         let time = self
             .limit
             .duration
