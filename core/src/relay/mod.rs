@@ -11,6 +11,9 @@
 //! Times from the relay are unix seconds; [`WallClock`] converts them to the
 //! machines' monotonic [`Instant`] once, on receipt.
 
+pub mod finder;
+#[cfg(test)]
+mod finder_tests;
 pub mod handshake;
 pub mod proto;
 pub mod server;
