@@ -297,7 +297,7 @@ impl Node {
                 return Output::Receive(conn);
             }
         }
-        if let Some(event) = self.events.pop_front() {
+        if let Some(event) = self.next_event() {
             return Output::Event(event);
         }
         Output::Timeout(self.poll_timeout())

@@ -36,6 +36,7 @@
 //! negotiates every stream with multistream-select against the protocols the
 //! application registered.
 
+mod autorelay;
 mod builtin;
 mod dialing;
 mod io;
@@ -148,6 +149,8 @@ enum TimerKey {
     Relay(StreamHandle),
     /// Our relay server's next reservation expiry.
     RelayServer,
+    /// The relay finder's next deadline.
+    AutoRelay,
 }
 
 /// The sans-IO libp2p node. See the [module docs](self).
@@ -164,6 +167,8 @@ pub struct Node {
     protocols: Vec<ProtocolName>,
     /// Registered protocols that also run on limited connections.
     limited_protocols: Vec<ProtocolName>,
+    /// AutoRelay, when enabled.
+    autorelay: Option<Box<autorelay::AutoRelay>>,
     listen_addrs: Vec<Vec<u8>>,
     dialer: dial::Dialer,
     /// The dialer's deadline registered in the timer table.
@@ -247,6 +252,7 @@ impl Node {
             protected: HashMap::new(),
             protocols: Vec::new(),
             limited_protocols: Vec::new(),
+            autorelay: None,
             listen_addrs: Vec::new(),
             pings: HashMap::new(),
             actions: VecDeque::new(),
@@ -532,6 +538,7 @@ impl Node {
                 }
                 TimerKey::Relay(stream) => self.relay_timeout(now, stream),
                 TimerKey::RelayServer => self.relay_server_timeout(now),
+                TimerKey::AutoRelay => self.autorelay_timeout(now),
                 TimerKey::Ping(ping) => {
                     if self.pings.get(&ping).is_some_and(|p| p.deadline <= now) {
                         let p = self.pings.remove(&ping).expect("checked");
@@ -565,7 +572,14 @@ impl Node {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.run_relays();
-        self.events.pop_front()
+        self.next_event()
+    }
+
+    /// The next event, after AutoRelay (when on) has learned from it.
+    fn next_event(&mut self) -> Option<Event> {
+        let event = self.events.pop_front()?;
+        self.autorelay_observe(&event);
+        Some(event)
     }
 
     /// The earliest moment [`handle_timeout`](Self::handle_timeout) has work.

@@ -348,7 +348,7 @@ impl Node {
     }
 
     /// The oldest upgraded, non-relayed connection to `peer`.
-    fn direct_connection(&self, peer: &PeerId) -> Option<ConnectionId> {
+    pub(super) fn direct_connection(&self, peer: &PeerId) -> Option<ConnectionId> {
         self.connections_to(peer).find(|id| {
             self.conns.get(id).is_some_and(|c| {
                 c.carrier.is_none()

@@ -260,6 +260,7 @@ impl Net {
     }
 }
 
+mod autorelay;
 mod relay;
 
 #[test]

@@ -734,4 +734,14 @@ pub enum Event {
     },
     /// What our relay server did (reservations granted, refused, ended).
     RelayServer(crate::relay::server::ServerEvent),
+    /// AutoRelay wants up to `max` peers that might be relays: answer with
+    /// [`Node::add_relay_candidates`](super::Node::add_relay_candidates)
+    /// and [`Node::relay_candidates_exhausted`](super::Node::relay_candidates_exhausted).
+    RelayCandidatesWanted {
+        /// How many.
+        max: usize,
+    },
+    /// What AutoRelay did: relays added, refreshed, removed, and our
+    /// relay addresses.
+    AutoRelay(crate::relay::finder::Event),
 }
