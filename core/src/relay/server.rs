@@ -176,6 +176,11 @@ impl Server {
         self.circuits.len()
     }
 
+    /// Reservations held by peers whose connection came from `ip`.
+    pub fn reservations_from(&self, ip: &IpAddr) -> usize {
+        self.per_ip.get(ip).copied().unwrap_or(0)
+    }
+
     /// Peers and IPs the reservation rate limiter remembers.
     pub fn rate_entries(&self) -> usize {
         self.peer_rate.buckets.len() + self.ip_rate.buckets.len()
@@ -259,9 +264,18 @@ impl Server {
                 return Err(Status::ReservationRefused);
             }
         }
-        // The rate limit is charged last, so a refusal for another reason
-        // costs the peer nothing.
-        if !self.peer_rate.take(now, peer) || ip.is_some_and(|ip| !self.ip_rate.take(now, ip)) {
+        // A refresh in the second half of the live reservation's lifetime
+        // is free: a relay whose TTL is shorter than its rate interval must
+        // still let its clients keep their slot, and that costs at most two
+        // requests per lifetime. Anything else is charged, last, so a
+        // refusal for another reason costs the peer nothing.
+        let due = self.reservations.get(&peer).is_some_and(|slot| {
+            let half = self.config.reservation_ttl / 2;
+            same_ip && now >= slot.expire.saturating_sub(half)
+        });
+        if !due
+            && (!self.peer_rate.take(now, peer) || ip.is_some_and(|ip| !self.ip_rate.take(now, ip)))
+        {
             return Err(Status::ResourceLimitExceeded);
         }
         self.remove_reservation(&peer);

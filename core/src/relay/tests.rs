@@ -534,6 +534,35 @@ fn reserve_floods_are_rate_limited_per_peer_and_per_ip() {
 }
 
 #[test]
+fn refreshes_of_a_short_reservation_are_not_rate_limited_but_early_ones_are() {
+    // A 30 s TTL, far below the 2 min rate interval: refreshes in the
+    // second half of each lifetime always pass, for as long as they come.
+    let mut s = server_with(ServerConfig {
+        reservation_ttl: Duration::from_secs(30),
+        ..ServerConfig::default()
+    });
+    let p = key(10).peer_id();
+    assert!(s.handle_reserve(t(0), p, ip(1), false).is_ok());
+    for k in 1..=20u64 {
+        let at = t(k * 22);
+        assert!(s.handle_reserve(at, p, ip(1), false).is_ok(), "refresh {k}");
+    }
+    // Early refreshes are charged: the bucket (2) runs dry.
+    let now = 20 * 22;
+    assert!(s.handle_reserve(t(now + 1), p, ip(1), false).is_ok());
+    assert!(s.handle_reserve(t(now + 2), p, ip(1), false).is_ok());
+    assert_eq!(
+        s.handle_reserve(t(now + 3), p, ip(1), false).unwrap_err(),
+        Status::ResourceLimitExceeded
+    );
+    // From another IP, nothing is free.
+    let q = key(11).peer_id();
+    assert!(s.handle_reserve(t(1000), q, ip(2), false).is_ok());
+    assert!(s.handle_reserve(t(1001), q, ip(2), false).is_ok());
+    assert!(s.handle_reserve(t(1020), q, ip(3), false).is_err());
+}
+
+#[test]
 fn circuits_are_bounded_per_peer_and_in_total() {
     let config = ServerConfig {
         max_circuits: 3,

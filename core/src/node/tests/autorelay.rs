@@ -15,12 +15,11 @@ fn clock() -> WallClock {
     WallClock::new(Instant::ZERO, Duration::from_secs(1_700_000_000))
 }
 
-/// 30 s reservations, and a rate limit that lets refreshes that often in.
+/// 30 s reservations, with the default rate limit (a 2 min interval):
+/// refreshes every 22.5 s must still get through.
 fn short_ttl() -> ServerConfig {
     ServerConfig {
         reservation_ttl: Duration::from_secs(30),
-        reserve_burst_per_peer: 4,
-        reserve_interval_per_peer: Duration::from_secs(10),
         ..ServerConfig::default()
     }
 }
