@@ -441,6 +441,48 @@ impl Host {
             .map_err(Error::Relay)
     }
 
+    /// Starts AutoRelay: the host keeps reservations with relays (the
+    /// config's static relays, else relays it meets and those given to
+    /// [`add_relay_candidates`](Self::add_relay_candidates)), refreshes
+    /// and replaces them; [`Event::AutoRelay`] on [`events`](Self::events)
+    /// tells what it did, and [`relay_addrs`](Self::relay_addrs) where we
+    /// are reachable.
+    pub fn enable_autorelay(
+        &self,
+        config: sansp2p::relay::finder::FinderConfig,
+    ) -> Result<(), Error> {
+        self.shared.with(|st, now| {
+            let clock = self.shared.clock.wall_clock();
+            st.node
+                .enable_autorelay(now, clock, config)
+                .map_err(Error::AutoRelay)
+        })
+    }
+
+    /// Tells AutoRelay whether we are publicly reachable.
+    pub fn set_reachability(&self, reachability: sansp2p::relay::finder::Reachability) {
+        self.shared
+            .with(|st, now| st.node.set_reachability(now, reachability));
+    }
+
+    /// Offers AutoRelay peers that might be relays (the answer to
+    /// [`Event::RelayCandidatesWanted`]); they are probed.
+    pub fn add_relay_candidates(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
+        let peers = peers
+            .into_iter()
+            .map(|(p, addrs)| (p, addrs.iter().map(Multiaddr::to_vec).collect()))
+            .collect();
+        self.shared
+            .with(|st, now| st.node.add_relay_candidates(now, peers));
+    }
+
+    /// How long until `t`, an instant of the node's clock (as events
+    /// carry them, for example a reservation's expiry); zero if past.
+    pub fn time_until(&self, t: Instant) -> Duration {
+        let now = self.shared.clock.now();
+        t.saturating_duration_since(now)
+    }
+
     /// Lets `protocol` run on limited (relayed) connections, in both
     /// directions: by default only ping and identify do, as in go-libp2p
     /// and js-libp2p; a relay's data and time limit applies.

@@ -76,6 +76,8 @@ pub enum Error {
     /// A dial through a relay failed: refused by the relay or the peer, or
     /// the upgrade over the circuit failed.
     CircuitDial(CircuitDialError),
+    /// The AutoRelay configuration was refused.
+    AutoRelay(sansp2p::relay::finder::FinderConfigError),
     /// The host was shut down.
     Shutdown,
 }
@@ -103,6 +105,7 @@ impl fmt::Display for Error {
             Error::Relay(_) => f.write_str("relay command refused"),
             Error::Reservation(_) => f.write_str("reservation failed"),
             Error::CircuitDial(_) => f.write_str("dial through the relay failed"),
+            Error::AutoRelay(_) => f.write_str("invalid AutoRelay configuration"),
             Error::Shutdown => f.write_str("host shut down"),
         }
     }
@@ -121,6 +124,7 @@ impl std::error::Error for Error {
             Error::Relay(e) => Some(e),
             Error::Reservation(e) => Some(e),
             Error::CircuitDial(e) => Some(e),
+            Error::AutoRelay(e) => Some(e),
             // A dial's errors are listed in its message, one per address.
             Error::UnsupportedAddress(_) | Error::Listen(_) | Error::Dial { .. } => None,
             Error::Shutdown => None,

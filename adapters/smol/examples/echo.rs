@@ -8,9 +8,12 @@
 //!                      is dialed through the relay
 //! options: --seed N (0-255: identity from 32 bytes of N),
 //!          --insecure (/plaintext/2.0.0 instead of /noise; both sides must agree),
-//!          with -l: --relay MULTIADDR (repeatable: reserve a slot on that relay,
-//!          print the circuit address, renew before it expires),
-//!          --serve-relay (be a circuit relay v2 for others)
+//!          with -l: --relay MULTIADDR (repeatable: a static relay kept by
+//!          AutoRelay: reserved, refreshed, reserved again after a restart;
+//!          prints `I am <circuit addr>` when an address appears,
+//!          `refreshed reservation on <id>, expires in N s`, `lost relay <id>: <why>`),
+//!          --serve-relay (be a circuit relay v2 for others), --relay-ttl SECS
+//!          (its reservation lifetime; default 3600)
 //! ```
 //!
 //! Through a relay on one machine:
@@ -28,6 +31,7 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use sansp2p::node::Security;
 use sansp2p::protocols::identify;
+use sansp2p::relay::finder::FinderConfig;
 use sansp2p_smol::{new_host, random_keypair, Config, Host, Multiaddr};
 
 const ECHO: &str = "/echo/1.0.0";
@@ -41,6 +45,7 @@ struct Args {
     insecure: bool,
     relays: Vec<Multiaddr>,
     serve_relay: bool,
+    relay_ttl: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -79,8 +84,13 @@ fn parse_args() -> Result<Args, String> {
                 args.relays.push(addr);
             }
             "--serve-relay" => args.serve_relay = true,
+            "--relay-ttl" => {
+                let v = value("--relay-ttl")?;
+                let secs = v.parse().ok().filter(|s| *s > 0);
+                args.relay_ttl = Some(secs.ok_or(format!("--relay-ttl: not a number of seconds above 0: {v:?}"))?);
+            }
             "-h" | "--help" => {
-                return Err("usage: echo [-l PORT [--relay MULTIADDR]... [--serve-relay] | -d MULTIADDR] [--seed N] [--insecure]".into())
+                return Err("usage: echo [-l PORT [--relay MULTIADDR]... [--serve-relay [--relay-ttl SECS]] | -d MULTIADDR] [--seed N] [--insecure]".into())
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -90,6 +100,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.listen.is_none() && (!args.relays.is_empty() || args.serve_relay) {
         return Err("--relay and --serve-relay go with -l".into());
+    }
+    if args.relay_ttl.is_some() && !args.serve_relay {
+        return Err("--relay-ttl goes with --serve-relay".into());
     }
     Ok(args)
 }
@@ -176,34 +189,60 @@ async fn listen(args: &Args, port: u16) -> Result<(), String> {
     let host = host(args.seed, args.insecure)?;
     let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("valid");
     if args.serve_relay {
-        host.serve_relay(sansp2p::relay::ServerConfig::default());
+        let mut relay = sansp2p::relay::ServerConfig::default();
+        if let Some(secs) = args.relay_ttl {
+            relay.reservation_ttl = Duration::from_secs(secs);
+        }
+        host.serve_relay(relay);
     }
     let bound = host.listen(&addr).await.map_err(|e| report(&e))?;
     println!("I am {bound}/p2p/{}", host.local_peer_id());
-    for relay in &args.relays {
-        let held = host.reserve(relay).await.map_err(|e| report(&e))?;
-        for addr in &held.addrs {
-            println!("I am {addr}");
-        }
-        smol::spawn(renew(host.clone(), relay.clone(), held.expires)).detach();
+    if !args.relays.is_empty() {
+        let relays = args
+            .relays
+            .iter()
+            .map(|a| {
+                let id = sansp2p::addr::classify(&a.to_vec())
+                    .ok()
+                    .and_then(|i| i.peer)
+                    .ok_or_else(|| format!("--relay: {a} needs /p2p/<relay id>"))?;
+                Ok((id, vec![a.to_vec()]))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut config = FinderConfig::with_static_relays(relays);
+        // The demo's relays are on loopback; go keeps only public ones.
+        config.public_addrs_only = false;
+        let events = host.events();
+        host.enable_autorelay(config).map_err(|e| report(&e))?;
+        smol::spawn(report_autorelay(host.clone(), events)).detach();
     }
     serve_echo(host).await
 }
 
-/// Makes the reservation on `relay` again a minute before it expires, and
-/// after a failure every ten seconds.
-async fn renew(host: Host, relay: Multiaddr, mut expires: std::time::Instant) {
-    loop {
-        let at = expires
-            .checked_sub(Duration::from_secs(60))
-            .unwrap_or(expires);
-        smol::Timer::at(at.max(std::time::Instant::now())).await;
-        match host.reserve(&relay).await {
-            Ok(held) => expires = held.expires,
-            Err(e) => {
-                eprintln!("reservation on {relay} not renewed: {}", report(&e));
-                expires = std::time::Instant::now() + Duration::from_secs(70);
+/// Prints what AutoRelay does: new circuit addresses, refreshes, losses.
+async fn report_autorelay(host: Host, events: sansp2p_smol::Events) {
+    use sansp2p::node::Event;
+    use sansp2p::relay::finder::Event as Relay;
+    let us = host.local_peer_id();
+    let mut shown: Vec<Vec<u8>> = Vec::new();
+    while let Ok(event) = events.recv().await {
+        let Event::AutoRelay(event) = event else {
+            continue;
+        };
+        match event {
+            Relay::AddrsChanged { addrs } => {
+                for addr in addrs.iter().filter(|a| !shown.contains(a)) {
+                    let addr = Multiaddr::try_from(addr.clone()).expect("a valid address");
+                    println!("I am {addr}/p2p/{us}");
+                }
+                shown = addrs;
             }
+            Relay::Refreshed { relay, expire } => println!(
+                "refreshed reservation on {relay}, expires in {} s",
+                host.time_until(expire).as_secs()
+            ),
+            Relay::RelayRemoved { relay, reason } => println!("lost relay {relay}: {reason:?}"),
+            _ => {}
         }
     }
 }

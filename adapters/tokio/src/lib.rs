@@ -35,7 +35,9 @@ use tokio::runtime::Handle;
 pub use multiaddr::Multiaddr;
 pub use sansp2p;
 pub use sansp2p::node::Config;
-pub use sansp2p_futures_io::{multiaddr_of, random_keypair, ConnectionInfo, Error, Host, Incoming};
+pub use sansp2p_futures_io::{
+    multiaddr_of, random_keypair, ConnectionInfo, Error, Events, Host, Incoming, Reservation,
+};
 use sansp2p_futures_io::{BoxFuture, Listener, Runtime, Socket};
 
 /// A tokio runtime, by its handle.

@@ -303,6 +303,7 @@ pub enum Action {
 
 /// Why a relay was given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RemovedReason {
     /// Its connection closed.
     Disconnected,
@@ -316,6 +317,7 @@ pub enum RemovedReason {
 
 /// What happened, for the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A reservation was made with a new relay.
     RelayAdded {
