@@ -39,6 +39,14 @@
 //! - Nothing is reserved through a relayed connection; a peer identified
 //!   only through one is no candidate.
 //!
+//! A relay bug no client can mend: js-libp2p relays
+//! (`@libp2p/circuit-relay-v2` 4.2.13 with `retimeable-signal` 1.0.1)
+//! drop a reservation one lifetime after its *first* refresh, whatever
+//! later refreshes said (`reset` leaves the previous timer armed), and
+//! answer CONNECTs with NO_RESERVATION until the next refresh re-creates
+//! it: with a 30 s TTL the node is unreachable through such a relay for
+//! about a third of the time. Holding a second relay covers the gap.
+//!
 //! ```
 //! use core::time::Duration;
 //! use sansp2p::relay::finder::{Action, Finder, FinderConfig, Granted, PeerInfo};
