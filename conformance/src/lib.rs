@@ -17,8 +17,10 @@ use sansp2p::multistream::{self, Negotiator};
 use sansp2p::security::{noise, plaintext};
 
 pub mod peer_process;
+pub mod relay_peer;
 pub mod rust_peer;
 pub mod rust_relay_peer;
+pub mod smol_host;
 pub mod yamux_driver;
 
 /// Longest wait for any single socket operation or for the remote side as a whole.

@@ -29,6 +29,11 @@ use serde_json::Value;
 /// Longest wait for `npm ci`.
 const NPM_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Longest wait for one command, event or operation in the tests against
+/// the peer processes. The peers give up on their own network operations
+/// after 15 s, so a stall there comes back as an error line first.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
 // ---------------------------------------------------------------------------
 // Installing the js peers
 

@@ -21,23 +21,17 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use futures::{AsyncReadExt, AsyncWriteExt};
 use sansp2p::node::{AttemptError, ConnectionId, Event, Security, StreamOpenFailure, UpgradeError};
 use sansp2p::security::noise::NoiseError;
 use sansp2p::{Keypair, PeerId};
 use sansp2p_conformance::peer_process::{
-    fnv1a, js_dir, node_binary, pseudo_random_bytes, PeerProcess,
+    fnv1a, js_dir, node_binary, pseudo_random_bytes, PeerProcess, TIMEOUT,
 };
-use sansp2p_smol::{new_host, Config, ConnectionInfo, Error, Host, Multiaddr};
+use sansp2p_conformance::smol_host::{echo_via, start_host, within, ECHO};
+use sansp2p_smol::{Config, ConnectionInfo, Error, Host, Multiaddr};
 use serde_json::Value;
 
-/// Longest wait for one command, event or operation. The js peer gives up on
-/// its own network operations after 15 s, so a stall there comes back as an
-/// error line first.
-const TIMEOUT: Duration = Duration::from_secs(20);
-
 const JS_AGENT: &str = "sansp2p-conformance-js/1.0.0";
-const ECHO: &str = "/echo/1.0.0";
 const PING: &str = "/ipfs/ping/1.0.0";
 const IDENTIFY: &str = "/ipfs/id/1.0.0";
 const UNKNOWN: &str = "/unknown/1.0.0";
@@ -149,14 +143,7 @@ fn ours(seed: u8) -> Ours {
 fn ours_with(seed: u8, security: Security) -> Ours {
     let mut config = Config::new(Keypair::from_secret_bytes([seed; 32]));
     config.security = vec![security];
-    let host = new_host(config).expect("our host starts");
-    // Registered before any connection, so our first identify lists it.
-    serve_echo(&host);
-    let tcp = within(
-        "our listener",
-        host.listen(&"/ip4/127.0.0.1/tcp/0".parse().expect("valid")),
-    )
-    .expect("we listen on loopback");
+    let (host, tcp) = start_host(config, |_| {});
     let peer = host.local_peer_id();
     let addr = format!("{tcp}/p2p/{peer}").parse().expect("valid");
     Ours {
@@ -165,40 +152,6 @@ fn ours_with(seed: u8, security: Security) -> Ours {
         tcp,
         addr,
     }
-}
-
-/// Echoes every `/echo/1.0.0` stream as it reads it, then half-closes.
-fn serve_echo(host: &Host) {
-    let incoming = host.accept(ECHO).expect("we register /echo/1.0.0");
-    smol::spawn(async move {
-        while let Some((_, mut stream)) = incoming.next().await {
-            smol::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if stream.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = stream.close().await;
-            })
-            .detach();
-        }
-    })
-    .detach();
-}
-
-/// Runs `fut` on smol; panics if it takes longer than [`TIMEOUT`].
-fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    smol::block_on(smol::future::or(async { Some(fut.await) }, async {
-        smol::Timer::after(TIMEOUT).await;
-        None
-    }))
-    .unwrap_or_else(|| panic!("{what}: no result within {TIMEOUT:?}"))
 }
 
 /// Polls `check` until it gives a value; panics after [`TIMEOUT`].
@@ -241,54 +194,6 @@ where
 
 // ---------------------------------------------------------------------------
 // Test data: `pseudo_random_bytes` and `fnv1a` (peer_process), the same as in peer.mjs
-
-/// One echo stream from us to `peer`: writes `data` while reading the echo,
-/// half-closes once the first echoed byte is back, reads to the end; returns
-/// what came back.
-///
-/// Why wait for that byte: we open streams with optimistic (lazy)
-/// multistream-select, so protocol, data and FIN can all reach js before
-/// its echo handler starts reading. js-libp2p 3 then loses the FIN (the
-/// stream's async iterator only listens for `remoteCloseWrite`, which has
-/// already fired), and its echo never ends. Waiting for the echo proves the
-/// handler reads, and keeps this check about the bytes.
-async fn echo_via(host: &Host, peer: PeerId, data: &[u8]) -> Result<Vec<u8>, String> {
-    let stream = host
-        .open_stream(peer, ECHO)
-        .await
-        .map_err(|e| format!("open: {e}"))?;
-    let (mut reader, mut writer) = stream.split();
-    let (first_tx, first_rx) = futures::channel::oneshot::channel::<()>();
-    let write = async {
-        for chunk in data.chunks(64 * 1024) {
-            writer.write_all(chunk).await?;
-        }
-        if !data.is_empty() {
-            // Err only if the reader gave up: close anyway.
-            let _ = first_rx.await;
-        }
-        writer.close().await
-    };
-    let read = async {
-        let mut first_tx = Some(first_tx);
-        let mut got = Vec::with_capacity(data.len());
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = reader.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(got);
-            }
-            got.extend_from_slice(&buf[..n]);
-            if let Some(tx) = first_tx.take() {
-                let _ = tx.send(());
-            }
-        }
-    };
-    let (written, got): (std::io::Result<()>, std::io::Result<Vec<u8>>) =
-        futures::join!(write, read);
-    written.map_err(|e| format!("write: {e}"))?;
-    got.map_err(|e| format!("read: {e}"))
-}
 
 /// Checks an echo we did through `js`: everything came back, unchanged.
 fn check_our_echo(js: &JsPeer, what: &str, data: &[u8], got: Result<Vec<u8>, String>) {

@@ -5,8 +5,9 @@
 //!
 //! Every peer is a child process driven over stdin/stdout in JSON lines
 //! (the protocol is described at the top of `relay.mjs` and in
-//! `sansp2p_conformance::rust_relay_peer`); [`RelayPeer`] drives either.
-//! The js peer is installed by the first test that needs it (`npm ci`, see
+//! `sansp2p_conformance::rust_relay_peer`); [`RelayPeer`]
+//! (`sansp2p_conformance::relay_peer`, shared with `tests/relay_interop.rs`)
+//! drives either. The js peer is installed by the first test that needs it (`npm ci`, see
 //! `sansp2p_conformance::peer_process::node_binary`).
 //!
 //! What the tests show about the peers:
@@ -23,204 +24,16 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
 
-use libp2p_core::SignedEnvelope;
-use libp2p_identity::PeerId;
-use sansp2p_conformance::peer_process::{
-    fnv1a, js_dir, node_binary, pseudo_random_bytes, PeerProcess,
+use sansp2p_conformance::relay_peer::{
+    check_echo, check_echo_cut, check_inbound_relayed, check_rust_relay_cut, open_voucher_hex,
+    peer_id_of_seed, Impl, RelayPeer, DEFAULT_DATA_LIMIT, JS_DEFAULT_DURATION_FIELD, KIB, MIB,
+    RUST_DEFAULT_DURATION_SECS,
 };
 use serde_json::Value;
 
-/// Longest wait for one command or event (the peers give up on their own
-/// network operations after 15 s and answer with an error line first).
-const TIMEOUT: Duration = Duration::from_secs(20);
-const KIB: u64 = 1024;
-const MIB: u64 = 1024 * 1024;
-/// The default data limit of both relays, and js-libp2p's relay's default
-/// duration limit as it writes it into `Limit.duration` (milliseconds, where
-/// the spec and rust-libp2p say seconds).
-const DEFAULT_DATA_LIMIT: u64 = 128 * KIB;
-const JS_DEFAULT_DURATION_FIELD: u64 = 120_000;
-/// rust-libp2p's relay's default duration limit, in seconds.
-const RUST_DEFAULT_DURATION_SECS: u64 = 120;
 /// A data limit the echoes of the first two tests stay well within.
 const ROOMY: u64 = MIB;
-const VOUCHER_DOMAIN: &str = "libp2p-relay-rsvp";
-const VOUCHER_PAYLOAD_TYPE: [u8; 2] = [0x03, 0x02];
-
-// ---------------------------------------------------------------------------
-// The peers
-
-/// Which libp2p implementation a peer runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Impl {
-    Js,
-    Rust,
-}
-
-/// A running relay peer (relay.mjs or rust_relay_peer), killed when dropped.
-struct RelayPeer {
-    process: PeerProcess,
-    /// Its peer id.
-    peer: String,
-    /// Its listen address, with `/p2p/<peer>`.
-    addr: String,
-}
-
-impl RelayPeer {
-    /// A peer with identity `[seed; 32]` and the given extra flags
-    /// (`--relay-server` and its limits).
-    fn spawn(imp: Impl, seed: u8, flags: &[String]) -> RelayPeer {
-        let seed_arg = seed.to_string();
-        let (name, mut cmd) = match imp {
-            Impl::Js => {
-                let mut cmd = Command::new(node_binary());
-                cmd.arg("relay.mjs").current_dir(js_dir());
-                (format!("the js peer (seed {seed})"), cmd)
-            }
-            Impl::Rust => (
-                format!("the rust peer (seed {seed})"),
-                Command::new(env!("CARGO_BIN_EXE_rust_relay_peer")),
-            ),
-        };
-        cmd.args(["--seed", &seed_arg]).args(flags);
-        let process = PeerProcess::spawn(&name, cmd, TIMEOUT);
-        let ready = process.wait_event("the peer to start", |e| e["event"] == "ready");
-        let peer = ready["peer"].as_str().expect("a peer id").to_owned();
-        // The same 32-byte seed makes the same identity in every stack.
-        let expected = libp2p_identity::Keypair::ed25519_from_bytes([seed; 32])
-            .expect("a valid secret")
-            .public()
-            .to_peer_id();
-        assert_eq!(peer, expected.to_string(), "{ready}");
-        assert_eq!(
-            ready["impl"],
-            if imp == Impl::Js { "js" } else { "rust" },
-            "{ready}"
-        );
-        let addr = ready["addrs"][0]
-            .as_str()
-            .unwrap_or_else(|| panic!("no listen address in {ready}"))
-            .to_owned();
-        assert!(addr.ends_with(&format!("/p2p/{peer}")), "{ready}");
-        RelayPeer {
-            process,
-            peer,
-            addr,
-        }
-    }
-
-    /// A relay server whose circuits may carry `max_data` bytes (the
-    /// implementation's default if None).
-    fn relay(imp: Impl, seed: u8, max_data: Option<u64>) -> RelayPeer {
-        let mut flags = vec!["--relay-server".to_owned()];
-        if let Some(bytes) = max_data {
-            flags.extend(["--max-data".to_owned(), bytes.to_string()]);
-        }
-        Self::spawn(imp, seed, &flags)
-    }
-
-    fn client(imp: Impl, seed: u8) -> RelayPeer {
-        Self::spawn(imp, seed, &[])
-    }
-
-    fn ok(&mut self, line: &str) -> Value {
-        self.process.ok(line)
-    }
-
-    fn command(&mut self, line: &str) -> Value {
-        self.process.command(line)
-    }
-
-    fn wait_event(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        self.process.wait_event(what, matches)
-    }
-
-    fn diagnostics(&self) -> String {
-        self.process.diagnostics()
-    }
-
-    /// Reserves a slot on `relay`; returns the `reserve` result and the
-    /// address to dial us through that relay.
-    fn reserve(&mut self, relay: &RelayPeer) -> (Value, String) {
-        let r = self.ok(&format!("reserve {}", relay.addr));
-        assert_eq!(r["relay"], relay.peer.as_str(), "{r}");
-        let want = format!("{}/p2p-circuit", relay.addr);
-        let addrs = r["addrs"].as_array().expect("addrs");
-        let circuit = addrs
-            .iter()
-            .filter_map(Value::as_str)
-            .find(|a| a.starts_with(&want))
-            .unwrap_or_else(|| panic!("no address through {} in {r}", relay.addr));
-        let dial = if circuit.ends_with(&format!("/p2p/{}", self.peer)) {
-            circuit.to_owned()
-        } else {
-            format!("{circuit}/p2p/{}", self.peer)
-        };
-        (r, dial)
-    }
-
-    /// Dials `addr` (a circuit address of `target`); returns the connection.
-    fn dial_relayed(&mut self, addr: &str, target: &RelayPeer) -> Value {
-        let r = self.ok(&format!("dial {addr}"));
-        let conn = r["connection"].clone();
-        assert_eq!(conn["peer"], target.peer.as_str(), "{r}");
-        assert_eq!(conn["direction"], "outbound", "{r}");
-        assert_eq!(conn["remoteAddr"], addr, "{r}");
-        assert_eq!(conn["limited"], true, "a relayed connection: {r}");
-        assert_eq!(conn["encryption"], "/noise", "{r}");
-        assert_eq!(conn["multiplexer"], "/yamux/1.0.0", "{r}");
-        conn
-    }
-
-    /// The open connections to `peer` (an id).
-    fn connections(&mut self, peer: &str) -> Vec<Value> {
-        let r = self.ok(&format!("connections {peer}"));
-        r["connections"].as_array().expect("a list").clone()
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Checks
-
-/// An `echo` result that must have passed: everything came back unchanged.
-fn check_echo(r: &Value, len: u64, seed: u32, peer: &RelayPeer) {
-    let expected = u64::from(fnv1a(&pseudo_random_bytes(len as usize, seed)));
-    assert_eq!(r["ok"], true, "echo failed: {r}\n{}", peer.diagnostics());
-    assert_eq!(r["len"], len, "{r}");
-    assert_eq!(r["sent"], expected, "the peer generated other bytes: {r}");
-    assert_eq!(r["received"], len, "short echo: {r}");
-    assert_eq!(r["checksum"], expected, "corrupt echo: {r}");
-}
-
-/// An `echo` result that must have failed part-way: the circuit was closed.
-fn check_echo_cut(r: &Value, len: u64, peer: &RelayPeer) {
-    assert_eq!(
-        r["ok"],
-        false,
-        "the echo of {len} bytes passed the relay's limit: {r}\n{}",
-        peer.diagnostics()
-    );
-    let received = r["received"].as_u64().unwrap_or_else(|| panic!("{r}"));
-    assert!(received < len, "{r}");
-}
-
-/// The relayed connection from `from` as `at` reported it when it opened:
-/// inbound, limited, through the relay.
-fn check_inbound_relayed(at: &RelayPeer, from: &RelayPeer, relay: &RelayPeer) -> Value {
-    let open = at.wait_event("the relayed connection to open", |e| {
-        e["event"] == "connection:open" && e["peer"] == from.peer.as_str() && e["limited"] == true
-    });
-    assert_eq!(open["direction"], "inbound", "{open}");
-    let remote = open["remoteAddr"].as_str().unwrap_or_default();
-    assert!(
-        remote.contains(&format!("/p2p/{}/p2p-circuit", relay.peer)),
-        "{open}"
-    );
-    open
-}
 
 /// Both ends list exactly one open connection between them, limited.
 fn check_both_limited(a: &mut RelayPeer, b: &mut RelayPeer) {
@@ -240,73 +53,6 @@ fn check_both_limited(a: &mut RelayPeer, b: &mut RelayPeer) {
 
 // ---------------------------------------------------------------------------
 // Vouchers
-
-/// What a voucher envelope holds, its signature checked by rust-libp2p.
-#[derive(Debug, PartialEq, Eq)]
-struct Voucher {
-    relay: PeerId,
-    peer: PeerId,
-    expiration: u64,
-    signer: PeerId,
-}
-
-fn hex_decode(hex: &str) -> Vec<u8> {
-    let hex = hex.trim();
-    assert!(hex.len().is_multiple_of(2), "odd hex length");
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-fn read_varint(bytes: &[u8], at: &mut usize) -> u64 {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = bytes[*at];
-        *at += 1;
-        value |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return value;
-        }
-    }
-    panic!("varint too long");
-}
-
-/// Opens a voucher envelope: checks the signature (rust-libp2p's
-/// `SignedEnvelope`, domain and payload type of the spec) and decodes the
-/// payload `Voucher{relay=1, peer=2, expiration=3}`.
-fn open_voucher(hex: &str) -> Voucher {
-    let bytes = hex_decode(hex);
-    let envelope = SignedEnvelope::from_protobuf_encoding(&bytes).expect("an envelope");
-    let (payload, key) = envelope
-        .payload_and_signing_key(VOUCHER_DOMAIN.to_owned(), &VOUCHER_PAYLOAD_TYPE)
-        .expect("a valid signature over a voucher");
-    let mut fields: (Option<PeerId>, Option<PeerId>, Option<u64>) = (None, None, None);
-    let mut at = 0;
-    while at < payload.len() {
-        let tag = read_varint(payload, &mut at);
-        match (tag >> 3, tag & 7) {
-            (n @ (1 | 2), 2) => {
-                let len = read_varint(payload, &mut at) as usize;
-                let id = PeerId::from_bytes(&payload[at..at + len]).expect("a peer id");
-                at += len;
-                if n == 1 {
-                    fields.0 = Some(id);
-                } else {
-                    fields.1 = Some(id);
-                }
-            }
-            (3, 0) => fields.2 = Some(read_varint(payload, &mut at)),
-            other => panic!("unexpected voucher field {other:?}"),
-        }
-    }
-    Voucher {
-        relay: fields.0.expect("relay"),
-        peer: fields.1.expect("peer"),
-        expiration: fields.2.expect("expiration"),
-        signer: key.to_peer_id(),
-    }
-}
 
 fn voucher_file() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/js_relay_voucher.hex")
@@ -341,13 +87,13 @@ fn js_client_on_rust_relay_rust_dials() {
         "{granted}"
     );
 
-    dialer.dial_relayed(&addr, &client);
+    dialer.dial_relayed(&addr, &client.peer);
     // rust-libp2p's client tells the limit the relay gave the circuit.
     let circuit = dialer.wait_event("the outbound circuit", |e| e["event"] == "circuit:outbound");
     assert_eq!(circuit["relay"], relay.peer.as_str(), "{circuit}");
     assert_eq!(circuit["limit"]["data"], ROOMY, "{circuit}");
     // js sees the same limit as its connection's budget.
-    let open = check_inbound_relayed(&client, &dialer, &relay);
+    let open = check_inbound_relayed(&client, &dialer.peer, &relay.peer);
     assert_eq!(
         open["limits"]["seconds"], RUST_DEFAULT_DURATION_SECS,
         "{open}"
@@ -392,17 +138,17 @@ fn rust_client_on_js_relay_js_dials() {
         e["event"] == "reservation:granted" && e["peer"] == client.peer.as_str()
     });
     assert_eq!(granted["voucherValid"], true, "{granted}");
-    let voucher = open_voucher(granted["voucher"].as_str().expect("a voucher"));
+    let voucher = open_voucher_hex(granted["voucher"].as_str().expect("a voucher"));
     assert_eq!(voucher.relay.to_string(), relay.peer);
     assert_eq!(voucher.signer.to_string(), relay.peer);
     assert_eq!(voucher.peer.to_string(), client.peer);
     assert_eq!(Some(voucher.expiration), granted["expire"].as_u64());
 
-    dialer.dial_relayed(&addr, &client);
+    dialer.dial_relayed(&addr, &client.peer);
     let circuit = client.wait_event("the inbound circuit", |e| e["event"] == "circuit:inbound");
     assert_eq!(circuit["src"], dialer.peer.as_str(), "{circuit}");
     assert_eq!(circuit["limit"]["data"], ROOMY, "{circuit}");
-    check_inbound_relayed(&client, &dialer, &relay);
+    check_inbound_relayed(&client, &dialer.peer, &relay.peer);
 
     let len = 64 * KIB;
     let r = dialer.ok(&format!("echo {} {len} 7", client.peer));
@@ -435,7 +181,7 @@ fn one_mib_echo_against_limits(relay_impl: Impl, client_impl: Impl, dialer_impl:
 
     for (i, (relay, limit)) in relays.iter().zip(limits).enumerate() {
         let what = format!("relay {i} (data limit {limit:?})");
-        let conn = dialer.dial_relayed(&addrs[i], &client);
+        let conn = dialer.dial_relayed(&addrs[i], &client.peer);
         if dialer_impl == Impl::Js {
             let budget = conn["limits"]["bytes"].as_u64().unwrap_or_default();
             assert!(
@@ -462,15 +208,7 @@ fn one_mib_echo_against_limits(relay_impl: Impl, client_impl: Impl, dialer_impl:
             });
         }
         if relay_impl == Impl::Rust {
-            let closed = relay.wait_event(&format!("{what}: circuit:closed"), |e| {
-                e["event"] == "circuit:closed"
-            });
-            assert!(
-                closed["error"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("Max circuit bytes")),
-                "{what}: {closed}"
-            );
+            check_rust_relay_cut(relay, &what);
         }
     }
 }
@@ -506,7 +244,7 @@ fn js_relay_voucher_reaches_js_client() {
         "{granted}"
     );
     let hex = r["voucher"].as_str().expect("a voucher");
-    let voucher = open_voucher(hex);
+    let voucher = open_voucher_hex(hex);
     assert_eq!(voucher.relay.to_string(), relay.peer);
     assert_eq!(voucher.signer.to_string(), relay.peer);
     assert_eq!(voucher.peer.to_string(), client.peer);
@@ -526,15 +264,9 @@ fn js_relay_voucher_reaches_js_client() {
 #[test]
 fn kept_js_relay_voucher_is_valid() {
     let hex = fs::read_to_string(voucher_file()).expect("tests/data/js_relay_voucher.hex");
-    let voucher = open_voucher(&hex);
-    let id = |seed: u8| {
-        libp2p_identity::Keypair::ed25519_from_bytes([seed; 32])
-            .expect("a valid secret")
-            .public()
-            .to_peer_id()
-    };
-    assert_eq!(voucher.relay, id(VOUCHER_RELAY_SEED));
-    assert_eq!(voucher.signer, id(VOUCHER_RELAY_SEED));
-    assert_eq!(voucher.peer, id(VOUCHER_CLIENT_SEED));
+    let voucher = open_voucher_hex(&hex);
+    assert_eq!(voucher.relay, peer_id_of_seed(VOUCHER_RELAY_SEED));
+    assert_eq!(voucher.signer, peer_id_of_seed(VOUCHER_RELAY_SEED));
+    assert_eq!(voucher.peer, peer_id_of_seed(VOUCHER_CLIENT_SEED));
     assert_eq!(voucher.expiration, VOUCHER_EXPIRATION);
 }
