@@ -211,7 +211,10 @@ impl FinderConfig {
         if self.static_retry.is_zero() || self.static_retry > self.static_retry_max {
             return Err(FinderConfigError::StaticRetry);
         }
-        if self.min_interval.is_zero() || self.probe_timeout.is_zero() {
+        if self.min_interval.is_zero()
+            || self.probe_timeout.is_zero()
+            || self.refresh_lead.is_zero()
+        {
             return Err(FinderConfigError::ZeroInterval);
         }
         Ok(())
@@ -234,8 +237,8 @@ pub enum FinderConfigError {
     /// `static_retry` is 0 or above `static_retry_max`.
     #[error("static_retry must be above 0 and at most static_retry_max")]
     StaticRetry,
-    /// `min_interval` or `probe_timeout` is 0.
-    #[error("min_interval and probe_timeout must be above 0")]
+    /// `min_interval`, `probe_timeout` or `refresh_lead` is 0.
+    #[error("min_interval, probe_timeout and refresh_lead must be above 0")]
     ZeroInterval,
 }
 
@@ -426,6 +429,11 @@ pub struct Finder {
     /// The earliest the next peer-source query may go out.
     next_query: Instant,
     addrs: Vec<Vec<u8>>,
+    /// Peers whose Reserve or Refresh the caller has not answered yet, even
+    /// one the finder gave up (after `Public`, a disconnection, an expiry):
+    /// not reserved with again before that answer, so a late answer is
+    /// never taken for a newer request's.
+    unanswered: BTreeSet<PeerId>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     rng: rand_chacha::ChaCha20Rng,
@@ -450,6 +458,7 @@ impl Finder {
             querying: false,
             next_query: now,
             addrs: Vec::new(),
+            unanswered: BTreeSet::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
             rng: rand_chacha::ChaCha20Rng::from_seed(config.rng_seed),
@@ -602,7 +611,8 @@ impl Finder {
     /// [`handle_peer_source_exhausted`](Self::handle_peer_source_exhausted).
     /// Unknown peers are probed, as many as `max_candidates` allows.
     pub fn handle_peer_source(&mut self, now: Instant, peers: Vec<(PeerId, Vec<Vec<u8>>)>) {
-        if self.config.static_relays.is_empty() {
+        // A late batch (the query went out before `Public`) probes nothing.
+        if self.config.static_relays.is_empty() && self.active() {
             for (peer, addrs) in peers {
                 if self.candidate_count() >= self.config.max_candidates {
                     break;
@@ -635,6 +645,7 @@ impl Finder {
         peer: PeerId,
         result: Result<Granted, ReserveFailure>,
     ) {
+        self.unanswered.remove(&peer);
         let Some(entry) = self.peers.get_mut(&peer) else {
             return self.step(now);
         };
@@ -659,12 +670,14 @@ impl Finder {
                 });
                 self.update_addrs();
             }
-            (State::Relay(h), Err(_)) if h.refreshing => {
+            (State::Relay(h), Err(failure)) if h.refreshing => {
                 h.refreshing = false;
                 h.failures += 1;
                 let retry = now.saturating_add(self.config.refresh_retry_delay);
                 if h.failures > self.config.refresh_retries || retry >= h.expire {
-                    self.give_up(now, peer, RemovedReason::RefreshFailed, true);
+                    // Backoff only if the last refusal was the relay's.
+                    let refused = failure == ReserveFailure::Refused;
+                    self.give_up(now, peer, RemovedReason::RefreshFailed, refused);
                     self.update_addrs();
                 } else {
                     h.refresh_at = retry;
@@ -735,6 +748,7 @@ impl Finder {
                         h.refreshing = true;
                         let expire = h.expire;
                         self.set_deadline(peer, Some(expire));
+                        self.unanswered.insert(peer);
                         self.actions.push_back(Action::Refresh { peer });
                     } else {
                         let next = if h.refreshing { h.expire } else { h.refresh_at };
@@ -854,6 +868,10 @@ impl Finder {
     }
 
     fn back_off(&mut self, now: Instant, peer: PeerId) {
+        if self.config.max_backoffs == 0 {
+            // No backoff may be remembered: the relay is forgotten.
+            return self.forget(peer);
+        }
         let backoffs: Vec<(Instant, PeerId)> = self
             .peers
             .iter()
@@ -949,8 +967,15 @@ impl Finder {
                 };
                 let addrs = self.peers[&peer].addrs.clone();
                 self.set(peer, State::Reserving, None);
+                self.unanswered.insert(peer);
                 self.actions.push_back(Action::Reserve { peer, addrs });
             }
+        }
+        if self.querying && now >= self.next_query {
+            // An unanswered query is over once the interval passed (as when
+            // the source timer fires; it is not armed while enough
+            // candidates were there, or while `Public`).
+            self.querying = false;
         }
         if dynamic && candidates < self.config.min_candidates {
             if !self.querying && now >= self.next_query {
@@ -970,7 +995,7 @@ impl Finder {
         let ready: Vec<(PeerId, Option<Duration>)> = self
             .peers
             .iter()
-            .filter(|(_, e)| matches!(e.state, State::Candidate))
+            .filter(|(p, e)| matches!(e.state, State::Candidate) && !self.unanswered.contains(p))
             .map(|(p, e)| (*p, e.rtt))
             .collect();
         let mut best: Option<((u8, u128), PeerId)> = None;
@@ -988,5 +1013,164 @@ impl Finder {
             }
         }
         best.map(|(_, p)| p)
+    }
+}
+
+#[cfg(test)]
+mod regressions {
+    //! Bugs the model test (`core/tests/finder_model.rs`) found.
+
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use core::time::Duration;
+
+    use super::*;
+    use crate::Keypair;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn peer(n: u8) -> PeerId {
+        Keypair::from_secret_bytes([n; 32]).peer_id()
+    }
+
+    fn actions(f: &mut Finder) -> Vec<Action> {
+        core::iter::from_fn(|| f.poll_action()).collect()
+    }
+
+    fn dynamic() -> FinderConfig {
+        FinderConfig {
+            public_addrs_only: false,
+            ..FinderConfig::default()
+        }
+    }
+
+    /// A peer-source batch answering a query made before `Public` probed
+    /// its peers while the finder was stopped.
+    #[test]
+    fn a_late_peer_source_batch_probes_nothing_while_public() {
+        let t0 = Instant::ZERO;
+        let mut f = Finder::new(t0, dynamic()).unwrap();
+        assert!(matches!(
+            actions(&mut f)[..],
+            [Action::QueryPeerSource { .. }]
+        ));
+        f.handle_reachability(t0, Reachability::Public);
+        f.handle_peer_source(t0, vec![(peer(1), vec![]), (peer(2), vec![])]);
+        assert_eq!(actions(&mut f), vec![]);
+        assert_eq!(f.tracked(), 0);
+    }
+
+    /// A query still flagged outstanding after its interval, with the
+    /// source timer disarmed meanwhile (enough candidates for a while):
+    /// the timer was re-armed in the past and no query went out.
+    #[test]
+    fn a_query_is_over_once_its_interval_passed_without_its_timer() {
+        let t0 = Instant::ZERO;
+        let mut f = Finder::new(t0, dynamic()).unwrap();
+        actions(&mut f);
+        // min_candidates (4) probes: the source timer is disarmed.
+        f.handle_peer_source(t0, (1..=4).map(|n| (peer(n), vec![])).collect());
+        assert_eq!(actions(&mut f).len(), 4);
+        // The probes time out (20 s) after the interval (30 s) passed.
+        let now = t0 + 40 * SEC;
+        f.handle_timeout(now);
+        assert!(actions(&mut f).contains(&Action::QueryPeerSource { max: 20 }));
+        assert!(f.poll_timeout().is_some_and(|t| t > now));
+    }
+
+    /// Back from `Public`, a relay whose reservation was still unanswered
+    /// was reserved with again, and the late answer taken for the new one.
+    #[test]
+    fn no_second_reserve_before_the_first_is_answered() {
+        let t0 = Instant::ZERO;
+        let relay = peer(7);
+        let config = FinderConfig::with_static_relays(vec![(relay, vec![])]);
+        let mut f = Finder::new(t0, config).unwrap();
+        let reserve = Action::Reserve {
+            peer: relay,
+            addrs: vec![],
+        };
+        assert_eq!(actions(&mut f), vec![reserve.clone()]);
+        f.handle_reachability(t0, Reachability::Public);
+        f.handle_reachability(t0, Reachability::Private);
+        assert_eq!(actions(&mut f), vec![], "the first is unanswered");
+        // The late answer is ignored, then the relay is reserved again.
+        let granted = Granted {
+            expire: t0 + 3600 * SEC,
+            addrs: vec![],
+        };
+        f.handle_reservation(t0, relay, Ok(granted));
+        assert_eq!(f.relays().count(), 0);
+        assert_eq!(f.poll_event(), None);
+        assert_eq!(actions(&mut f), vec![reserve]);
+    }
+
+    /// A relay dropped (disconnected) while refreshing and identified again
+    /// was reserved with at once; the late refresh failure then counted
+    /// as the reservation's and the relay was forgotten.
+    #[test]
+    fn a_late_refresh_answer_is_not_taken_for_a_new_reserve() {
+        let t0 = Instant::ZERO;
+        let relay = peer(7);
+        let mut config = dynamic();
+        config.boot_delay = Duration::ZERO;
+        config.desired_relays = 1;
+        let mut f = Finder::new(t0, config).unwrap();
+        let hop = PeerInfo {
+            direct: true,
+            supports_hop: true,
+            addrs: vec![],
+            rtt: None,
+        };
+        f.handle_identified(t0, relay, hop.clone());
+        assert!(actions(&mut f).contains(&Action::Reserve {
+            peer: relay,
+            addrs: vec![]
+        }));
+        let expire = t0 + 100 * SEC;
+        f.handle_reservation(
+            t0,
+            relay,
+            Ok(Granted {
+                expire,
+                addrs: vec![],
+            }),
+        );
+        let due = f.refresh_due(&relay).unwrap();
+        f.handle_timeout(due);
+        assert!(actions(&mut f).contains(&Action::Refresh { peer: relay }));
+        f.handle_disconnected(due, relay);
+        f.handle_identified(due, relay, hop);
+        let reserve = Action::Reserve {
+            peer: relay,
+            addrs: vec![],
+        };
+        assert!(
+            !actions(&mut f).contains(&reserve),
+            "the refresh is unanswered"
+        );
+        // The late failure is ignored (not a forgotten relay): reserved now.
+        f.handle_reservation(due, relay, Err(ReserveFailure::Unreachable));
+        assert!(actions(&mut f).contains(&reserve));
+    }
+
+    /// With `max_backoffs` 0 a refused relay was kept in backoff anyway.
+    #[test]
+    fn max_backoffs_zero_keeps_no_backoff() {
+        let t0 = Instant::ZERO;
+        let mut config = dynamic();
+        config.boot_delay = Duration::ZERO;
+        config.max_backoffs = 0;
+        let mut f = Finder::new(t0, config).unwrap();
+        let hop = PeerInfo {
+            direct: true,
+            supports_hop: true,
+            addrs: vec![],
+            rtt: None,
+        };
+        f.handle_identified(t0, peer(1), hop);
+        f.handle_reservation(t0, peer(1), Err(ReserveFailure::Refused));
+        assert!(!f.is_backed_off(&peer(1)));
+        assert_eq!(f.tracked(), 0);
     }
 }
