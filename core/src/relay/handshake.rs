@@ -319,7 +319,8 @@ pub enum Admit {
     /// We hold a reservation with this relay: ask the application.
     Offer,
     /// Answer with this status without asking (`NoReservation` when we hold
-    /// none, `PermissionDenied` over a relayed connection).
+    /// none, `PermissionDenied` over a relayed connection; `Ok` counts as
+    /// `ConnectionFailed`).
     Refuse(Status),
 }
 
@@ -398,6 +399,10 @@ impl StopResponder {
         });
         match (request, self.admit) {
             (Err(e), _) => self.answer(Err(e)),
+            // As in `refuse`, `Ok` is no refusal: it counts as CONNECTION_FAILED.
+            (Ok(_), Admit::Refuse(Status::Ok)) => {
+                self.answer(Err(RelayError::Declined(Status::ConnectionFailed)))
+            }
             (Ok(_), Admit::Refuse(status)) => self.answer(Err(RelayError::Declined(status))),
             (Ok(circuit), Admit::Offer) => {
                 self.ex.deadline = now.saturating_add(self.accept_timeout);
@@ -446,6 +451,10 @@ impl StopResponder {
     }
 
     fn answer(&mut self, outcome: Result<InboundCircuit, RelayError>) {
+        // Decided already (the relay closed first): nothing more to say.
+        if self.is_done() {
+            return;
+        }
         let status = match &outcome {
             Ok(_) => Status::Ok,
             Err(RelayError::Declined(s)) => *s,
@@ -527,13 +536,15 @@ impl HopResponder {
         used
     }
 
-    /// Answers a RESERVE with OK.
+    /// Answers a RESERVE with OK (no effect on a CONNECT).
     pub fn grant_reservation(
         &mut self,
         reservation: super::proto::Reservation,
         limit: Option<Limit>,
     ) {
-        if let Some(r @ HopRequest::Reserve) = self.request.take() {
+        // Not `take()`: an answer of the other kind leaves the request be.
+        if let Some(r @ HopRequest::Reserve) = self.open_request() {
+            self.request = None;
             self.ex.send(&HopMessage {
                 reservation: Some(reservation),
                 limit,
@@ -544,9 +555,11 @@ impl HopResponder {
     }
 
     /// Answers a CONNECT with OK: the stream is now the client's half of
-    /// the circuit.
+    /// the circuit (no effect on a RESERVE).
     pub fn accept_connect(&mut self, limit: Option<Limit>) {
-        if let Some(r @ HopRequest::Connect { .. }) = self.request.take() {
+        // Not `take()`: an answer of the other kind leaves the request be.
+        if let Some(r @ HopRequest::Connect { .. }) = self.open_request() {
+            self.request = None;
             self.ex.send(&HopMessage {
                 limit,
                 ..HopMessage::with_status(Status::Ok)
@@ -558,7 +571,8 @@ impl HopResponder {
     /// Answers the request with a refusal (`Ok` counts as
     /// `ConnectionFailed`).
     pub fn refuse(&mut self, status: Status) {
-        if self.request.take().is_some() {
+        if self.open_request().is_some() {
+            self.request = None;
             let status = if status == Status::Ok {
                 Status::ConnectionFailed
             } else {
@@ -567,6 +581,12 @@ impl HopResponder {
             self.ex.send(&HopMessage::with_status(status));
             self.decide(Err(RelayError::Declined(status)));
         }
+    }
+
+    /// The request still to answer: none once decided (the client closed
+    /// first), so a late answer writes nothing.
+    fn open_request(&self) -> Option<HopRequest> {
+        self.request.filter(|_| !self.is_done())
     }
 
     /// A request not read, or not answered, in time: the latter is refused

@@ -335,9 +335,11 @@ impl Server {
             return Err(Status::NoReservation);
         }
         let busy = |p: &PeerId| self.circuits_per_peer.get(p).copied().unwrap_or(0);
+        // A circuit takes a slot of each end: two of a peer that is both.
+        let slots = 1 + usize::from(src == dst);
         if self.circuits.len() >= self.config.max_circuits
-            || busy(&src) >= self.config.max_circuits_per_peer
-            || busy(&dst) >= self.config.max_circuits_per_peer
+            || busy(&src) + slots > self.config.max_circuits_per_peer
+            || busy(&dst) + slots > self.config.max_circuits_per_peer
         {
             return Err(Status::ResourceLimitExceeded);
         }

@@ -687,3 +687,110 @@ fn circuit_addresses_are_one_hop_with_both_ids() {
         assert_eq!(CircuitAddr::parse(&bad), None, "{bad:02x?}");
     }
 }
+
+// Found by the fuzz target `relay_handshakes`: `Admit::Refuse(Ok)` wrote a
+// STATUS OK while reporting the circuit declined, so the relay spliced a
+// circuit the target had refused.
+#[test]
+fn a_stop_refused_with_ok_on_admission_is_connection_failed() {
+    let (status, outcome) = stop_answer(Admit::Refuse(Status::Ok), |s| {
+        assert_eq!(s.poll_event(), None, "not offered");
+    });
+    assert_eq!(status, Status::ConnectionFailed);
+    assert_eq!(
+        outcome,
+        Some(Err(RelayError::Declined(Status::ConnectionFailed)))
+    );
+}
+
+// Found by `relay_handshakes`: an answer of the wrong kind (accept_connect
+// on a RESERVE) dropped the request, so it was never answered and its
+// deadline ended in a silent Timeout instead of CONNECTION_FAILED.
+#[test]
+fn a_hop_answer_of_the_wrong_kind_leaves_the_request_to_answer() {
+    let mut h = HopResponder::new(t(0), &ServerConfig::default());
+    let _ = h.handle_read(t(0), &HopMessage::reserve().to_frame());
+    assert_eq!(h.poll_event(), Some(HopRequest::Reserve));
+    h.accept_connect(None);
+    let mut out = Vec::new();
+    h.poll_transmit(&mut out);
+    assert!(out.is_empty() && !h.is_done(), "no effect on a RESERVE");
+    h.handle_timeout(t(60));
+    h.poll_transmit(&mut out);
+    let (m, _) = proto::decode::<HopMessage>(&out).unwrap().unwrap();
+    assert_eq!(m.status_code(), Some(Status::ConnectionFailed));
+    assert_eq!(
+        h.poll_outcome(),
+        Some(Err(RelayError::Declined(Status::ConnectionFailed)))
+    );
+
+    let target = key(3).peer_id();
+    let mut h = HopResponder::new(t(0), &ServerConfig::default());
+    let _ = h.handle_read(t(0), &HopMessage::connect(target.to_bytes()).to_frame());
+    h.grant_reservation(proto::Reservation::default(), None);
+    assert!(!h.is_done(), "no effect on a CONNECT");
+    h.accept_connect(None);
+    assert_eq!(h.poll_outcome(), Some(Ok(HopRequest::Connect { target })));
+}
+
+// Found by `relay_handshakes`: an answer after the other side closed first
+// (outcome Closed) was still written, an OK the deciding side had given up on.
+#[test]
+fn no_answer_is_written_once_the_peer_closed_first() {
+    let config = ClientConfig::default();
+    let mut s = StopResponder::new(t(0), Admit::Offer, &config);
+    let connect = StopMessage::connect(key(2).peer_id().to_bytes(), None).to_frame();
+    let _ = s.handle_read(t(0), &connect);
+    assert!(s.poll_event().is_some());
+    s.handle_eof();
+    s.accept();
+    let mut out = Vec::new();
+    s.poll_transmit(&mut out);
+    assert!(out.is_empty(), "an OK after the relay closed: {out:02x?}");
+    assert_eq!(s.poll_outcome(), Some(Err(RelayError::Closed)));
+
+    for answer in 0..3 {
+        let mut h = HopResponder::new(t(0), &ServerConfig::default());
+        let _ = h.handle_read(t(0), &HopMessage::reserve().to_frame());
+        h.handle_eof();
+        match answer {
+            0 => h.grant_reservation(proto::Reservation::default(), None),
+            1 => h.refuse(Status::ReservationRefused),
+            _ => h.handle_timeout(t(3600)),
+        }
+        h.poll_transmit(&mut out);
+        assert!(out.is_empty(), "answer {answer} written after EOF");
+        assert_eq!(h.poll_outcome(), Some(Err(RelayError::Closed)));
+    }
+}
+
+// Found by the fuzz target `relay_server`: a circuit from a peer to itself
+// takes two of its slots, and was admitted with only one free, leaving the
+// per-peer table above `max_circuits_per_peer`.
+#[test]
+fn a_circuit_to_oneself_needs_two_free_slots() {
+    let config = ServerConfig {
+        max_circuits_per_peer: 1,
+        ..ServerConfig::default()
+    };
+    let mut s = server_with(config);
+    let p = key(10).peer_id();
+    s.handle_reserve(t(0), p, None, false).unwrap();
+    assert_eq!(
+        s.handle_connect(t(0), p, p, false),
+        Err(Status::ResourceLimitExceeded)
+    );
+    let mut s = server_with(ServerConfig {
+        max_circuits_per_peer: 2,
+        ..ServerConfig::default()
+    });
+    s.handle_reserve(t(0), p, None, false).unwrap();
+    let id = s.handle_connect(t(0), p, p, false).unwrap();
+    assert_eq!(
+        s.handle_connect(t(0), key(11).peer_id(), p, false),
+        Err(Status::ResourceLimitExceeded),
+        "both of p's slots are taken"
+    );
+    s.handle_circuit_closed(id);
+    assert!(s.handle_connect(t(0), key(11).peer_id(), p, false).is_ok());
+}
