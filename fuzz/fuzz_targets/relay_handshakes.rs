@@ -344,10 +344,10 @@ fn genuine(input: &Input) {
         }
     });
     let want = |declined: fn(Status) -> RelayError| refused.map_or(Ok(()), |s| Err(declined(s)));
-    if input.exchange % 2 == 0 {
+    if input.exchange % 3 < 2 {
         // RESERVE or CONNECT to a HopResponder.
         let mut hop = HopResponder::new(start(), &sc);
-        let (mut c, request): (Box<dyn Machine>, _) = if input.exchange % 4 == 0 {
+        let (mut c, request): (Box<dyn Machine>, _) = if input.exchange.is_multiple_of(3) {
             let clock = WallClock::new(start(), Duration::from_secs(UNIX));
             let c = Reserve::new(start(), relay_key.peer_id(), *client, clock, &cc);
             (Box::new(c), HopRequest::Reserve)
