@@ -3,11 +3,12 @@
 // `rust_relay_peer` (../src/rust_relay_peer.rs) speaks the same protocol, so
 // one test helper drives either.
 //
-// Usage: node relay.mjs --seed N [--relay-server [--reservation-ttl-ms MS]
-//                                  [--max-data BYTES] [--max-duration-ms MS]]
+// Usage: node relay.mjs --seed N [--port P] [--relay-server
+//          [--reservation-ttl-ms MS] [--max-data BYTES] [--max-duration-ms MS]]
 //
 // The identity is the Ed25519 key whose 32-byte seed is the byte N repeated.
-// The node listens on a free loopback TCP port, speaks /noise and
+// The node listens on loopback TCP port P (a free one if unset: a test
+// restarting a relay gives it its old port back), speaks /noise and
 // /yamux/1.0.0, runs identify, ping and echo (/echo/1.0.0, also on limited
 // connections) and the circuit relay transport (it can dial and listen on
 // /p2p-circuit addresses). With --relay-server it also runs the relay server:
@@ -91,7 +92,7 @@ const OP_TIMEOUT_MS = 15_000
 const CHUNK = 64 * 1024
 
 function usage (why) {
-  process.stderr.write(`relay.mjs: ${why}\nusage: relay.mjs --seed N [--relay-server ` +
+  process.stderr.write(`relay.mjs: ${why}\nusage: relay.mjs --seed N [--port P] [--relay-server ` +
     '[--reservation-ttl-ms MS] [--max-data BYTES] [--max-duration-ms MS]]\n')
   process.exit(2)
 }
@@ -108,6 +109,8 @@ function flagNumber (argv, flag) {
 const argv = process.argv.slice(2)
 const seedByte = flagNumber(argv, '--seed')
 if (seedByte === undefined || seedByte > 255) usage('--seed N (0-255) is required')
+const port = flagNumber(argv, '--port') ?? 0
+if (port > 65535) usage('--port 0-65535')
 const relayServer = argv.includes('--relay-server')
 const reservationTtl = flagNumber(argv, '--reservation-ttl-ms')
 const maxData = flagNumber(argv, '--max-data')
@@ -238,7 +241,7 @@ if (relayServer) {
 const node = await createLibp2p({
   privateKey: await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(seedByte)),
   nodeInfo: { userAgent: AGENT },
-  addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+  addresses: { listen: [`/ip4/127.0.0.1/tcp/${port}`] },
   transports: [tcp(), circuitRelayTransport()],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],

@@ -149,6 +149,11 @@ impl RelayPeer {
         Self::spawn(imp, seed, &[])
     }
 
+    /// Its peer id, parsed.
+    pub fn id(&self) -> sansp2p::PeerId {
+        self.peer.parse().expect("a peer id")
+    }
+
     /// Sends a command that must succeed; returns its result line.
     pub fn ok(&mut self, line: &str) -> Value {
         self.process.ok(line)

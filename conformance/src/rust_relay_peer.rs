@@ -3,11 +3,12 @@
 //! protocol, so one test helper drives either (see `tests/relay_peers.rs`).
 //! The `rust_relay_peer` binary runs [`main`].
 //!
-//! Usage: `rust_relay_peer --seed N [--relay-server [--reservation-ttl-ms MS]
-//! [--max-data BYTES] [--max-duration-ms MS]]`
+//! Usage: `rust_relay_peer --seed N [--port P] [--relay-server
+//! [--reservation-ttl-ms MS] [--max-data BYTES] [--max-duration-ms MS]]`
 //!
 //! The identity is the Ed25519 key whose secret is the byte N repeated 32
-//! times. The node listens on a free loopback TCP port, speaks `/noise` and
+//! times. The node listens on loopback TCP port P (a free one if unset: a
+//! test restarting a relay gives it its old port back), speaks `/noise` and
 //! `/yamux/1.0.0` (also inside relayed connections), runs
 //! [`rust_peer::Behaviour`] (identify, ping, libp2p-stream with an
 //! `/echo/1.0.0` server) and the relay client (it can dial and listen on
@@ -88,14 +89,16 @@ const ECHO: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/echo/1.0.0");
 /// as an error line (the same as in relay.mjs).
 const OP_TIMEOUT: Duration = Duration::from_secs(15);
 const CHUNK: usize = 64 * 1024;
-const USAGE: &str = "usage: rust_relay_peer --seed N [--relay-server [--reservation-ttl-ms MS] \
-                     [--max-data BYTES] [--max-duration-ms MS]]";
+const USAGE: &str = "usage: rust_relay_peer --seed N [--port P] [--relay-server \
+                     [--reservation-ttl-ms MS] [--max-data BYTES] [--max-duration-ms MS]]";
 
 /// The command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// The identity's secret is `[seed; 32]`.
     pub seed: u8,
+    /// The loopback TCP port to listen on (`--port`); 0 picks a free one.
+    pub port: u16,
     /// Run the relay server too.
     pub relay_server: bool,
     /// The relay's reservation lifetime (`--reservation-ttl-ms`).
@@ -115,6 +118,7 @@ impl Options {
         let mut seed = None;
         let mut options = Options {
             seed: 0,
+            port: 0,
             relay_server: false,
             reservation_ttl: None,
             max_data: None,
@@ -133,6 +137,10 @@ impl Options {
             match flag.as_str() {
                 "--seed" => {
                     seed = Some(u8::try_from(value).map_err(|_| format!("--seed 0-255\n{USAGE}"))?)
+                }
+                "--port" => {
+                    options.port =
+                        u16::try_from(value).map_err(|_| format!("--port 0-65535\n{USAGE}"))?
                 }
                 "--reservation-ttl-ms" => {
                     options.reservation_ttl = Some(Duration::from_millis(value))
@@ -379,7 +387,11 @@ async fn serve(options: Options) -> Result<(), String> {
     };
     serve_echo(peer.swarm.behaviour().base.stream.new_control())?;
     peer.swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("a valid address"))
+        .listen_on(
+            format!("/ip4/127.0.0.1/tcp/{}", options.port)
+                .parse()
+                .expect("a valid address"),
+        )
         .map_err(|e| format!("listen: {e}"))?;
     let listen = loop {
         let event = peer.swarm.select_next_some().await;

@@ -24,21 +24,18 @@
 //! (120000 for its default of 2 min), which our client reads as seconds, as
 //! the spec says; rust-libp2p's relay sends no voucher.
 
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sansp2p::node::{CloseReason, ConnectionId, Endpoint, Event};
+use sansp2p::node::{CloseReason, Event};
 use sansp2p::relay::server::ServerEvent;
 use sansp2p::relay::{CircuitLimit, ServerConfig};
-use sansp2p::{Keypair, PeerId};
-use sansp2p_conformance::peer_process::{fnv1a, pseudo_random_bytes, TIMEOUT};
 use sansp2p_conformance::relay_peer::{
     check_echo_cut, check_inbound_relayed, check_rust_relay_cut, hex_encode, open_voucher,
     open_voucher_hex, Impl, RelayPeer, DEFAULT_DATA_LIMIT, JS_DEFAULT_DURATION_FIELD, KIB, MIB,
     RUST_DEFAULT_DURATION_SECS,
 };
-use sansp2p_conformance::smol_host::{echo_via, start_host, within, ECHO};
-use sansp2p_smol::{Config, Host, Multiaddr};
+use sansp2p_conformance::smol_host::{circuit, within, Ours};
+use sansp2p_smol::Multiaddr;
 use serde_json::json;
 
 /// The echo that crosses every relay.
@@ -48,171 +45,6 @@ const LEN: u64 = MIB;
 const ROOMY: u64 = 4 * MIB;
 /// The data limit of our relay: per direction, so half of [`ROOMY`] does.
 const OUR_RELAY_DATA: u64 = 2 * MIB;
-
-// ---------------------------------------------------------------------------
-// Our side
-
-/// Every event of a host but the per-stream ones, kept as they come (a
-/// task drains the host's bounded queue all along), for the test thread to
-/// wait on.
-#[derive(Clone)]
-struct EventLog(Arc<(Mutex<Vec<Event>>, Condvar)>);
-
-impl EventLog {
-    fn start(host: &Host) -> EventLog {
-        let log = EventLog(Arc::default());
-        let events = host.events();
-        let inner = log.0.clone();
-        smol::spawn(async move {
-            while let Ok(event) = events.recv().await {
-                if matches!(
-                    event,
-                    Event::StreamReadable { .. }
-                        | Event::StreamWritable { .. }
-                        | Event::StreamOpened { .. }
-                        | Event::StreamClosed { .. }
-                        | Event::StreamReset { .. }
-                        | Event::InboundStream { .. }
-                ) {
-                    continue;
-                }
-                inner.0.lock().unwrap().push(event);
-                inner.1.notify_all();
-            }
-        })
-        .detach();
-        log
-    }
-
-    /// The first event so far that `pick` takes, waiting up to [`TIMEOUT`].
-    fn wait<T>(&self, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-        let deadline = Instant::now() + TIMEOUT;
-        let (lock, changed) = &*self.0;
-        let mut events = lock.lock().unwrap();
-        loop {
-            if let Some(v) = events.iter().find_map(&mut pick) {
-                return v;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let last: Vec<String> = events
-                    .iter()
-                    .rev()
-                    .take(20)
-                    .map(|e| format!("{e:?}"))
-                    .collect();
-                panic!(
-                    "timed out ({TIMEOUT:?}) waiting for {what}; our last events, newest first:\n{}",
-                    last.join("\n")
-                );
-            }
-            events = changed.wait_timeout(events, deadline - now).unwrap().0;
-        }
-    }
-
-    /// Every event so far that `pick` takes.
-    fn all<T>(&self, pick: impl FnMut(&Event) -> Option<T>) -> Vec<T> {
-        self.0 .0.lock().unwrap().iter().filter_map(pick).collect()
-    }
-
-    /// The inbound connection from `peer` whose remote address is `remote`.
-    fn inbound(&self, peer: PeerId, remote: &Multiaddr) -> ConnectionId {
-        let want = remote.to_vec();
-        self.wait(
-            &format!("an inbound connection from {remote}"),
-            |e| match e {
-                Event::ConnectionEstablished {
-                    conn,
-                    peer: p,
-                    endpoint: Endpoint::Listener,
-                    remote_addr,
-                    ..
-                } if *p == peer && *remote_addr == want => Some(*conn),
-                _ => None,
-            },
-        )
-    }
-
-    /// Why `conn` closed, once it did.
-    fn closed(&self, conn: ConnectionId) -> CloseReason {
-        self.wait(&format!("{conn:?} to close"), |e| match e {
-            Event::ConnectionClosed {
-                conn: c, reason, ..
-            } if *c == conn => Some(reason.clone()),
-            _ => None,
-        })
-    }
-}
-
-/// Our node: smol host, identity `[seed; 32]`, listening on loopback,
-/// serving `/echo/1.0.0` also on limited connections.
-struct Ours {
-    host: Host,
-    peer: PeerId,
-    /// Our listen address with `/p2p/<peer>`.
-    addr: Multiaddr,
-    log: EventLog,
-}
-
-impl Ours {
-    fn start(seed: u8) -> Ours {
-        Self::start_with(seed, |_| {})
-    }
-
-    /// The same, `before` running before we listen (to serve as a relay).
-    fn start_with(seed: u8, before: impl FnOnce(&Host)) -> Ours {
-        let config = Config::new(Keypair::from_secret_bytes([seed; 32]));
-        let (host, tcp) = start_host(config, |host| {
-            host.allow_on_limited(ECHO);
-            before(host);
-        });
-        let log = EventLog::start(&host);
-        let peer = host.local_peer_id();
-        let addr = format!("{tcp}/p2p/{peer}").parse().expect("valid");
-        Ours {
-            host,
-            peer,
-            addr,
-            log,
-        }
-    }
-
-    /// Our one open connection to `peer`, limited, at `remote`.
-    fn check_only_limited(&self, peer: PeerId, conn: ConnectionId, remote: &Multiaddr) {
-        let conns = self.host.connections(&peer);
-        assert_eq!(conns.len(), 1, "{conns:?}");
-        assert_eq!(conns[0].conn, conn, "{conns:?}");
-        assert_eq!(conns[0].remote_addr, *remote, "{conns:?}");
-        assert!(
-            self.host.is_limited(conn),
-            "a relayed connection: {conns:?}"
-        );
-    }
-
-    /// An echo of [`pseudo_random_bytes`]`(len, seed)` from us to `peer`
-    /// that must come back whole.
-    fn echo_ok(&self, peer: PeerId, len: u64, seed: u32) {
-        let data = pseudo_random_bytes(len as usize, seed);
-        let got = within(
-            &format!("our echo of {len} bytes"),
-            echo_via(&self.host, peer, &data),
-        )
-        .unwrap_or_else(|e| panic!("our echo of {len} bytes to {peer}: {e}"));
-        assert_eq!(got.len() as u64, len, "short echo");
-        assert_eq!(fnv1a(&got), fnv1a(&data), "corrupt echo");
-    }
-}
-
-/// `<relay addr>/p2p-circuit/p2p/<peer>`.
-fn circuit(relay_addr: &str, peer: impl std::fmt::Display) -> Multiaddr {
-    format!("{relay_addr}/p2p-circuit/p2p/{peer}")
-        .parse()
-        .expect("a valid circuit address")
-}
-
-fn peer_of(peer: &RelayPeer) -> PeerId {
-    peer.peer.parse().expect("a peer id")
-}
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -254,7 +86,7 @@ fn reserve_on(ours: &Ours, relay: &RelayPeer, data: u64) -> Multiaddr {
             .saturating_duration_since(Instant::now())
             .as_secs();
     let ours_through = circuit(&relay.addr, ours.peer);
-    assert_eq!(held.relay, peer_of(relay), "{held:?}");
+    assert_eq!(held.relay, relay.id(), "{held:?}");
     assert_eq!(held.addrs, vec![ours_through.clone()], "{held:?}");
     assert!(ours.host.relay_addrs().contains(&ours_through), "{held:?}");
     assert_eq!(held.limit, Some(their_limit(relay.imp, data)), "{held:?}");
@@ -292,7 +124,7 @@ fn they_dial_us_through_their_relay(imp: Impl, seed: u8) {
     let tight = RelayPeer::relay(imp, seed + 1, None);
     let roomy = RelayPeer::relay(imp, seed + 2, Some(ROOMY));
     let mut dialer = RelayPeer::client(imp, seed + 3);
-    let dialer_id = peer_of(&dialer);
+    let dialer_id = dialer.id();
     let us = ours.peer.to_string();
 
     let via_tight = reserve_on(&ours, &tight, DEFAULT_DATA_LIMIT);
@@ -382,7 +214,7 @@ fn we_dial_their_clients_through_their_relays() {
     for (i, (r, t, addr)) in routes.into_iter().enumerate() {
         let (relay, target) = (&relays[r], &mut targets[t]);
         let what = format!("{} relay, {} target", relay.imp.name(), target.imp.name());
-        let target_id = peer_of(target);
+        let target_id = target.id();
         let addr: Multiaddr = addr.parse().expect("valid");
         let reached = within(&what, ours.host.dial(&addr))
             .unwrap_or_else(|e| panic!("{what}: dialing {addr}: {e:?}\n{}", target.diagnostics()));
@@ -453,7 +285,7 @@ fn their_clients_reach_each_other_through_our_relay() {
     assert_eq!(held["renewal"], false, "{held}");
     assert_eq!(held["limit"], our_limit, "{held}");
     for peer in [&js, &rust] {
-        let id = peer_of(peer);
+        let id = peer.id();
         let renewed = ours.log.wait("our relay's Reserved", |e| match e {
             Event::RelayServer(ServerEvent::Reserved { peer, renewed }) if *peer == id => {
                 Some(*renewed)
@@ -513,7 +345,7 @@ fn their_clients_reach_each_other_through_our_relay() {
     });
     assert!(others.is_empty(), "{others:?}");
     for peer in [&js, &rust] {
-        let conns = ours.host.connections(&peer_of(peer));
+        let conns = ours.host.connections(&peer.id());
         assert_eq!(conns.len(), 1, "{conns:?}");
         assert!(!ours.host.is_limited(conns[0].conn), "{conns:?}");
     }
