@@ -69,10 +69,13 @@ impl MessageError {
     }
 }
 
-/// Whether `name` is a protocol name we send or accept: starts with `/`,
-/// contains no newline.
+/// Whether `name` is a protocol name we send or accept: a path, no
+/// whitespace or control character. Names conventionally start with `/`;
+/// a few deployed ones do not but still have one (go-filecoin's
+/// `fil/heartbeat/1.0.0`, which go-multistream and js-libp2p take), so a
+/// `/` anywhere will do. Bare words (`yamux`, `GET`) are refused.
 pub fn is_valid_protocol(name: &str) -> bool {
-    name.starts_with('/') && !name.contains('\n')
+    name.contains('/') && !name.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 impl<'a> Message<'a> {
@@ -185,6 +188,14 @@ mod tests {
         assert_eq!(
             Message::parse(b"yamux\n"),
             Err(MessageError::InvalidProtocol)
+        );
+        assert_eq!(
+            Message::parse(b"/a b\n"),
+            Err(MessageError::InvalidProtocol)
+        );
+        assert_eq!(
+            Message::parse(b"fil/heartbeat/1.0.0\n"),
+            Ok(Message::Protocol("fil/heartbeat/1.0.0"))
         );
         assert_eq!(
             Message::parse(b"/a\nb\n"),
