@@ -55,6 +55,7 @@ extern crate std;
 pub mod addr;
 pub mod dial;
 pub mod identity;
+pub mod liveness;
 pub mod multistream;
 pub mod node;
 pub mod protocols;

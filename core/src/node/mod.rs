@@ -41,6 +41,7 @@ mod builtin;
 mod dialing;
 mod io;
 mod limits;
+mod liveness;
 mod relay;
 mod stream;
 mod types;
@@ -67,6 +68,7 @@ use crate::yamux;
 use stream::NodeStream;
 pub use upgrade::{Channel, Endpoint, NoiseSecrets, Security, UpgradeError, Upgraded};
 
+pub use liveness::{BeatId, Payload};
 pub use types::*;
 
 /// One connection and where its upgrade stands.
@@ -151,6 +153,8 @@ enum TimerKey {
     RelayServer,
     /// The relay finder's next deadline.
     AutoRelay,
+    /// The heartbeat beaters' and the peer monitor's next deadline.
+    Liveness,
 }
 
 /// The sans-IO libp2p node. See the [module docs](self).
@@ -169,6 +173,8 @@ pub struct Node {
     limited_protocols: Vec<ProtocolName>,
     /// AutoRelay, when enabled.
     autorelay: Option<Box<autorelay::AutoRelay>>,
+    /// Heartbeat targets and the aggregator, when started.
+    liveness: Option<Box<liveness::Liveness>>,
     listen_addrs: Vec<Vec<u8>>,
     dialer: dial::Dialer,
     /// The dialer's deadline registered in the timer table.
@@ -253,6 +259,7 @@ impl Node {
             protocols: Vec::new(),
             limited_protocols: Vec::new(),
             autorelay: None,
+            liveness: None,
             listen_addrs: Vec::new(),
             pings: HashMap::new(),
             actions: VecDeque::new(),
@@ -539,6 +546,7 @@ impl Node {
                 TimerKey::Relay(stream) => self.relay_timeout(now, stream),
                 TimerKey::RelayServer => self.relay_server_timeout(now),
                 TimerKey::AutoRelay => self.autorelay_timeout(now),
+                TimerKey::Liveness => self.liveness_timeout(now),
                 TimerKey::Ping(ping) => {
                     if self.pings.get(&ping).is_some_and(|p| p.deadline <= now) {
                         let p = self.pings.remove(&ping).expect("checked");
@@ -575,11 +583,17 @@ impl Node {
         self.next_event()
     }
 
-    /// The next event, after AutoRelay (when on) has learned from it.
+    /// The next event for the application, after AutoRelay (when on) has
+    /// learned from it; the events of the heartbeat streams are taken by
+    /// the heartbeat code on the way.
     fn next_event(&mut self) -> Option<Event> {
-        let event = self.events.pop_front()?;
-        self.autorelay_observe(&event);
-        Some(event)
+        loop {
+            let event = self.events.pop_front()?;
+            self.autorelay_observe(&event);
+            if let Some(event) = self.liveness_take(event) {
+                return Some(event);
+            }
+        }
     }
 
     /// The earliest moment [`handle_timeout`](Self::handle_timeout) has work.

@@ -261,6 +261,7 @@ impl Net {
 }
 
 mod autorelay;
+mod liveness;
 mod relay;
 
 #[test]

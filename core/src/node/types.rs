@@ -744,4 +744,17 @@ pub enum Event {
     /// What AutoRelay did: relays added, refreshed, removed, and our
     /// relay addresses.
     AutoRelay(crate::relay::finder::Event),
+    /// What a heartbeat target's beater did: connected, beats sent,
+    /// failures (with a level) and recoveries.
+    Heartbeat {
+        /// The target.
+        beat: super::BeatId,
+        /// What happened.
+        event: crate::liveness::heartbeat::Event,
+    },
+    /// A heartbeat arrived at our aggregator, or a heartbeat stream was
+    /// refused or failed.
+    Aggregator(crate::liveness::aggregator::Event),
+    /// The peer monitor's alerts and recoveries.
+    Monitor(crate::liveness::monitor::Event),
 }
