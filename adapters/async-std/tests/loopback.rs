@@ -59,3 +59,12 @@ fn a_circuit_through_a_relay_carries_echo() {
     }))
     .expect("test timed out");
 }
+
+#[test]
+fn heartbeats_raise_one_alert_and_one_recovery() {
+    async_std::task::block_on(async_std::future::timeout(Duration::from_secs(30), async {
+        let [agg, b] = [50, 51].map(|seed| new_host(testkit::config(seed)).unwrap());
+        testkit::heartbeat_alert_and_recovery(&agg, &b).await;
+    }))
+    .expect("test timed out");
+}

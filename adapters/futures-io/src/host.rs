@@ -476,6 +476,75 @@ impl Host {
             .with(|st, now| st.node.add_relay_candidates(now, peers));
     }
 
+    /// Starts beating to `target` (a multiaddr with `/p2p/<aggregator>`)
+    /// on `fil/heartbeat/1.0.0`, with go-filecoin's timings changed by
+    /// `tune`; `payload` gives each heartbeat when it is due. What happens
+    /// comes as [`Event::Heartbeat`] on [`events`](Self::events).
+    ///
+    /// # Errors
+    /// [`Error::Heartbeat`]: no `/p2p/`, the target is us, a zero period.
+    pub fn start_heartbeat(
+        &self,
+        target: &Multiaddr,
+        tune: impl FnOnce(&mut sansp2p::liveness::heartbeat::BeaterConfig),
+        payload: impl FnMut() -> sansp2p::liveness::heartbeat::Heartbeat + Send + 'static,
+    ) -> Result<sansp2p::node::BeatId, Error> {
+        use sansp2p::liveness::heartbeat::{BeaterConfig, BeaterConfigError};
+        let mut config = BeaterConfig::new(target.to_vec());
+        tune(&mut config);
+        self.shared.with(|st, now| {
+            st.node
+                .start_heartbeat(now, config, Box::new(payload))
+                .map_err(Error::Heartbeat)?
+                .ok_or(Error::Heartbeat(BeaterConfigError::NoTarget))
+        })
+    }
+
+    /// Stops a heartbeat target.
+    pub fn stop_heartbeat(&self, beat: sansp2p::node::BeatId) {
+        self.shared
+            .with(|st, now| st.node.stop_heartbeat(now, beat));
+    }
+
+    /// Serves `fil/heartbeat/1.0.0` as an aggregator: heartbeats come as
+    /// [`Event::Aggregator`], and feed a peer monitor whose alerts and
+    /// recoveries come as [`Event::Monitor`].
+    ///
+    /// # Errors
+    /// [`Error::Monitor`] for a bad monitor configuration.
+    pub fn serve_heartbeat(
+        &self,
+        config: sansp2p::liveness::aggregator::AggregatorConfig,
+        monitor: sansp2p::liveness::monitor::MonitorConfig,
+    ) -> Result<(), Error> {
+        self.shared.with(|st, now| {
+            st.node
+                .serve_heartbeat(now, config, monitor)
+                .map_err(Error::Monitor)
+        })
+    }
+
+    /// The latest valid, unexpired metric `name` of every monitored peer
+    /// (`heartbeat` for the aggregator's), sorted by peer.
+    pub fn last_metrics(&self, name: &str) -> Vec<sansp2p::liveness::monitor::Metric> {
+        self.shared.with(|st, _| {
+            st.node
+                .monitor()
+                .map(|m| m.last_metrics(name).into_iter().cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The (peer, metric) series the monitor holds as down.
+    pub fn alerted(&self) -> Vec<(PeerId, String)> {
+        self.shared.with(|st, _| {
+            st.node
+                .monitor()
+                .map(|m| m.alerted().map(|(p, n)| (*p, n.to_owned())).collect())
+                .unwrap_or_default()
+        })
+    }
+
     /// How long until `t`, an instant of the node's clock (as events
     /// carry them, for example a reservation's expiry); zero if past.
     pub fn time_until(&self, t: Instant) -> Duration {

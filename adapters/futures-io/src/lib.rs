@@ -78,6 +78,10 @@ pub enum Error {
     CircuitDial(CircuitDialError),
     /// The AutoRelay configuration was refused.
     AutoRelay(sansp2p::relay::finder::FinderConfigError),
+    /// The heartbeat target or its timings were refused.
+    Heartbeat(sansp2p::liveness::heartbeat::BeaterConfigError),
+    /// The peer monitor configuration was refused.
+    Monitor(sansp2p::liveness::monitor::MonitorConfigError),
     /// The host was shut down.
     Shutdown,
 }
@@ -106,6 +110,8 @@ impl fmt::Display for Error {
             Error::Reservation(_) => f.write_str("reservation failed"),
             Error::CircuitDial(_) => f.write_str("dial through the relay failed"),
             Error::AutoRelay(_) => f.write_str("invalid AutoRelay configuration"),
+            Error::Heartbeat(e) => write!(f, "invalid heartbeat target: {e}"),
+            Error::Monitor(e) => write!(f, "invalid peer monitor configuration: {e}"),
             Error::Shutdown => f.write_str("host shut down"),
         }
     }
@@ -125,6 +131,8 @@ impl std::error::Error for Error {
             Error::Reservation(e) => Some(e),
             Error::CircuitDial(e) => Some(e),
             Error::AutoRelay(e) => Some(e),
+            Error::Heartbeat(e) => Some(e),
+            Error::Monitor(e) => Some(e),
             // A dial's errors are listed in its message, one per address.
             Error::UnsupportedAddress(_) | Error::Listen(_) | Error::Dial { .. } => None,
             Error::Shutdown => None,

@@ -316,3 +316,88 @@ pub fn flood_without_reading(addr: SocketAddr, limit: Duration) -> Duration {
     }
     panic!("the host still took our writes after {limit:?}");
 }
+
+/// Heartbeats through the host API: `agg` aggregates with a monitor, `b`
+/// beats to it; `b` stops and the monitor alerts once, `b` beats again
+/// and it recovers once; a bad target is a typed error.
+pub async fn heartbeat_alert_and_recovery(agg: &Host, b: &Host) {
+    use sansp2p::liveness::aggregator::{self, AggregatorConfig};
+    use sansp2p::liveness::heartbeat::{BeaterConfigError, Heartbeat};
+    use sansp2p::liveness::monitor::{self, MonitorConfig};
+    use sansp2p_futures_io::Error;
+
+    let period = Duration::from_millis(100);
+    let events = agg.events();
+    let config = AggregatorConfig {
+        metric_ttl: AggregatorConfig::ttl_for_period(period) - Duration::from_millis(800),
+        ..AggregatorConfig::default()
+    };
+    let mut monitor_config = MonitorConfig::default();
+    monitor_config.check_interval = Duration::from_millis(100);
+    agg.serve_heartbeat(config, monitor_config).unwrap();
+    let target = listening(agg).await;
+    let tune = |c: &mut sansp2p::liveness::heartbeat::BeaterConfig| c.period = period;
+    let mut height = 0;
+    let beat = b
+        .start_heartbeat(&target, tune, move || {
+            height += 1;
+            Heartbeat {
+                height,
+                ..Heartbeat::default()
+            }
+        })
+        .unwrap();
+    let b_id = b.local_peer_id();
+    // Beats 1, 2, 3 arrive in order.
+    let mut heights = Vec::new();
+    while heights.len() < 3 {
+        if let Event::Aggregator(aggregator::Event::Beat {
+            peer, heartbeat, ..
+        }) = events.recv().await.unwrap()
+        {
+            assert_eq!(peer, b_id);
+            heights.push(heartbeat.height);
+        }
+    }
+    assert_eq!(heights, [1, 2, 3]);
+    assert_eq!(agg.last_metrics("heartbeat").len(), 1);
+    b.stop_heartbeat(beat);
+    let next_monitor_event = || async {
+        loop {
+            if let Event::Monitor(e) = events.recv().await.unwrap() {
+                return e;
+            }
+        }
+    };
+    let alert = next_monitor_event().await;
+    assert!(
+        matches!(&alert, monitor::Event::Alert { peer, .. } if *peer == b_id),
+        "{alert:?}"
+    );
+    assert_eq!(agg.alerted(), vec![(b_id, "heartbeat".to_owned())]);
+    b.start_heartbeat(&target, tune, Heartbeat::default)
+        .unwrap();
+    let recovered = next_monitor_event().await;
+    assert!(
+        matches!(&recovered, monitor::Event::Recovered { peer, .. } if *peer == b_id),
+        "{recovered:?}"
+    );
+    assert!(agg.alerted().is_empty());
+    // Typed refusals of bad targets.
+    let no_id: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+    let err = b
+        .start_heartbeat(&no_id, |_| {}, Heartbeat::default)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Heartbeat(BeaterConfigError::NoPeerId)),
+        "{err:?}"
+    );
+    let ours: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{b_id}").parse().unwrap();
+    let err = b
+        .start_heartbeat(&ours, |_| {}, Heartbeat::default)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Heartbeat(BeaterConfigError::TargetIsSelf)),
+        "{err:?}"
+    );
+}

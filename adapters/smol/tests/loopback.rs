@@ -260,3 +260,8 @@ fn dead_address_enters_backoff_and_the_live_one_connects() {
 fn a_circuit_through_a_relay_carries_echo() {
     run(testkit::relayed_echo(&host(40), &host(41), &host(42)));
 }
+
+#[test]
+fn heartbeats_raise_one_alert_and_one_recovery() {
+    run(testkit::heartbeat_alert_and_recovery(&host(50), &host(51)));
+}

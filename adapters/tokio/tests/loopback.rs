@@ -130,3 +130,12 @@ fn a_circuit_through_a_relay_carries_echo() {
         testkit::relayed_echo(&r, &b, &a).await;
     });
 }
+
+#[test]
+fn heartbeats_raise_one_alert_and_one_recovery() {
+    let rt = runtime();
+    run(&rt, async {
+        let [agg, b] = [50, 51].map(|seed| new_host(testkit::config(seed)).unwrap());
+        testkit::heartbeat_alert_and_recovery(&agg, &b).await;
+    });
+}
