@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use sansp2p::multistream::{self, Negotiator};
 use sansp2p::security::{noise, plaintext};
 
+pub mod heartbeat_peer;
 pub mod peer_process;
 pub mod relay_peer;
 pub mod rust_peer;
