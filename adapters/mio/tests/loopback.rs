@@ -423,3 +423,76 @@ fn a_circuit_through_a_relay_in_one_event_loop() {
             .any(|e| matches!(e, Event::PingSuccess { peer, .. } if *peer == target))
     });
 }
+
+#[test]
+fn heartbeats_in_one_event_loop_alert_once_and_recover() {
+    use sansp2p::liveness::aggregator::{self, AggregatorConfig};
+    use sansp2p::liveness::heartbeat::{BeaterConfig, Heartbeat};
+    use sansp2p::liveness::monitor::{self, MonitorConfig};
+    const AGG: usize = 0;
+    const B: usize = 1;
+    let mut l = Loop::with(2);
+    let now = l.nodes[AGG].now();
+    let period = Duration::from_millis(100);
+    let config = AggregatorConfig {
+        metric_ttl: Duration::from_millis(400),
+        ..AggregatorConfig::default()
+    };
+    let mut monitor_config = MonitorConfig::default();
+    monitor_config.check_interval = Duration::from_millis(100);
+    l.nodes[AGG]
+        .node()
+        .serve_heartbeat(now, config, monitor_config)
+        .unwrap();
+    let addr = l.listen(AGG);
+    let agg = l.nodes[AGG].node().local_peer_id();
+    let target = [addr, sansp2p::relay::p2p_suffix(&agg)].concat();
+    let start = |l: &mut Loop| {
+        let now = l.nodes[B].now();
+        let config = BeaterConfig {
+            period,
+            ..BeaterConfig::new(target.clone())
+        };
+        l.nodes[B]
+            .node()
+            .start_heartbeat(now, config, Box::new(Heartbeat::default))
+            .unwrap()
+            .unwrap()
+    };
+    let beat = start(&mut l);
+    let beats = |l: &Loop| {
+        l.log[AGG]
+            .iter()
+            .filter(|e| matches!(e, Event::Aggregator(aggregator::Event::Beat { .. })))
+            .count()
+    };
+    l.until("three beats", |l| beats(l) >= 3);
+    let now = l.nodes[B].now();
+    l.nodes[B].node().stop_heartbeat(now, beat);
+    let monitor_events = |l: &Loop| -> Vec<monitor::Event> {
+        l.log[AGG]
+            .iter()
+            .filter_map(|e| match e {
+                Event::Monitor(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    l.until("the alert", |l| !monitor_events(l).is_empty());
+    let quiet = StdInstant::now() + Duration::from_millis(800);
+    while StdInstant::now() < quiet {
+        l.turn(|_, _, _| {});
+    }
+    assert_eq!(monitor_events(&l).len(), 1, "{:?}", monitor_events(&l));
+    start(&mut l);
+    l.until("the recovery", |l| monitor_events(l).len() >= 2);
+    let events = monitor_events(&l);
+    assert!(
+        matches!(events[0], monitor::Event::Alert { .. }),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events[1], monitor::Event::Recovered { .. }),
+        "{events:?}"
+    );
+}
