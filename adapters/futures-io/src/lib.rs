@@ -110,8 +110,8 @@ impl fmt::Display for Error {
             Error::Reservation(_) => f.write_str("reservation failed"),
             Error::CircuitDial(_) => f.write_str("dial through the relay failed"),
             Error::AutoRelay(_) => f.write_str("invalid AutoRelay configuration"),
-            Error::Heartbeat(e) => write!(f, "invalid heartbeat target: {e}"),
-            Error::Monitor(e) => write!(f, "invalid peer monitor configuration: {e}"),
+            Error::Heartbeat(_) => f.write_str("invalid heartbeat target"),
+            Error::Monitor(_) => f.write_str("invalid peer monitor configuration"),
             Error::Shutdown => f.write_str("host shut down"),
         }
     }

@@ -399,7 +399,7 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             eprintln!("heartbeat: {e}");
-            return ExitCode::from(2);
+            return ExitCode::FAILURE;
         }
     };
     let result = smol::block_on(async {
