@@ -100,10 +100,11 @@ fn announcements(ours: &Ours) -> Vec<Vec<Vec<u8>>> {
     })
 }
 
-/// Waits for an announcement of exactly `want` (sorted).
-fn wait_announced(ours: &Ours, what: &str, mut want: Vec<Vec<u8>>) {
+/// Waits for the announcement of exactly `want` (sorted) that follows
+/// `before` earlier announcements of the same set.
+fn wait_announced(ours: &Ours, what: &str, mut want: Vec<Vec<u8>>, before: usize) {
     want.sort();
-    ours.log.wait(what, |e| match e {
+    ours.log.wait_nth(what, before, |e| match e {
         Event::AutoRelay(Relay::AddrsChanged { addrs }) if *addrs == want => Some(()),
         _ => None,
     });
@@ -171,7 +172,7 @@ fn autorelay_keeps_us_reserved_and_reachable_through_js_and_rust_relays() {
     // Both reserved at once (static relays skip the boot delay), and both
     // addresses announced.
     let both = vec![announced(&js_relay), announced(&rust_relay)];
-    wait_announced(&ours, "both relay addresses", both.clone());
+    wait_announced(&ours, "both relay addresses", both.clone(), 0);
     let mut held = ours.host.relay_addrs();
     held.sort();
     let mut want: Vec<Multiaddr> = [&js_relay, &rust_relay]
@@ -252,7 +253,12 @@ fn autorelay_keeps_us_reserved_and_reachable_through_js_and_rust_relays() {
         }
         _ => None,
     });
-    wait_announced(&ours, "the js relay's address alone", vec![both[0].clone()]);
+    wait_announced(
+        &ours,
+        "the js relay's address alone",
+        vec![both[0].clone()],
+        0,
+    );
     assert_eq!(
         ours.host.relay_addrs(),
         vec![circuit(&js_relay.addr, ours.peer)]
@@ -276,7 +282,8 @@ fn autorelay_keeps_us_reserved_and_reachable_through_js_and_rust_relays() {
         "re-reserved with the restarted rust relay {:?} after its start",
         gone_at.elapsed()
     );
-    wait_announced(&ours, "both addresses again", both);
+    // The second time both are announced.
+    wait_announced(&ours, "both addresses again", both, 1);
     assert_eq!(added(&ours, rust_id), 2);
     reach_through(&mut client, &ours, &rust_relay, 1000)
         .unwrap_or_else(|r| panic!("dial through the restarted rust relay: {r}"));
