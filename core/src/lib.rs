@@ -58,6 +58,7 @@ pub mod identity;
 pub mod liveness;
 pub mod multistream;
 pub mod node;
+pub mod peers;
 pub mod protocols;
 pub mod relay;
 pub mod security;
