@@ -545,6 +545,59 @@ impl Host {
         })
     }
 
+    /// Starts keeping peers (go-ethereum's dial scheduler over the node's
+    /// dialer and a peer store): static peers always, bootnodes after a
+    /// while with no peers, others up to the quotas from the store and
+    /// from [`Event::PeerLookupWanted`], which the application answers
+    /// with [`add_peer_candidates`](Self::add_peer_candidates) and
+    /// [`peer_lookup_done`](Self::peer_lookup_done).
+    ///
+    /// # Errors
+    /// [`Error::Maintain`] for a bad configuration.
+    pub fn enable_peer_maintenance(
+        &self,
+        config: sansp2p::node::MaintainConfig,
+    ) -> Result<(), Error> {
+        self.shared.with(|st, now| {
+            st.node
+                .enable_peer_maintenance(now, config)
+                .map_err(Error::Maintain)
+        })
+    }
+
+    /// Peers that may be dialled, for [`Event::PeerLookupWanted`].
+    pub fn add_peer_candidates(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
+        let peers = peers
+            .into_iter()
+            .map(|(p, addrs)| (p, addrs.iter().map(Multiaddr::to_vec).collect()))
+            .collect();
+        self.shared
+            .with(|st, now| st.node.add_peer_candidates(now, peers));
+    }
+
+    /// The lookup of the last [`Event::PeerLookupWanted`] is over.
+    pub fn peer_lookup_done(&self) {
+        self.shared.with(|st, now| st.node.peer_lookup_done(now));
+    }
+
+    /// Answers [`Event::ResolveWanted`] with the static peer's addresses
+    /// (none: not found).
+    pub fn resolved(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let addrs = addrs.iter().map(Multiaddr::to_vec).collect();
+        self.shared
+            .with(|st, now| st.node.resolved(now, peer, addrs));
+    }
+
+    /// Peers connected, as peer maintenance counts them (dialed, all), or
+    /// `None` when it is off.
+    pub fn peer_counts(&self) -> Option<(usize, usize)> {
+        self.shared.with(|st, _| {
+            st.node
+                .scheduler()
+                .map(|s| (s.dialed_peers(), s.connected_peers()))
+        })
+    }
+
     /// How long until `t`, an instant of the node's clock (as events
     /// carry them, for example a reservation's expiry); zero if past.
     pub fn time_until(&self, t: Instant) -> Duration {

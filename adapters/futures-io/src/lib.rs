@@ -82,6 +82,8 @@ pub enum Error {
     Heartbeat(sansp2p::liveness::heartbeat::BeaterConfigError),
     /// The peer monitor configuration was refused.
     Monitor(sansp2p::liveness::monitor::MonitorConfigError),
+    /// The peer maintenance configuration was refused.
+    Maintain(sansp2p::node::MaintainConfigError),
     /// The host was shut down.
     Shutdown,
 }
@@ -112,6 +114,7 @@ impl fmt::Display for Error {
             Error::AutoRelay(_) => f.write_str("invalid AutoRelay configuration"),
             Error::Heartbeat(_) => f.write_str("invalid heartbeat target"),
             Error::Monitor(_) => f.write_str("invalid peer monitor configuration"),
+            Error::Maintain(_) => f.write_str("invalid peer maintenance configuration"),
             Error::Shutdown => f.write_str("host shut down"),
         }
     }
@@ -133,6 +136,7 @@ impl std::error::Error for Error {
             Error::AutoRelay(e) => Some(e),
             Error::Heartbeat(e) => Some(e),
             Error::Monitor(e) => Some(e),
+            Error::Maintain(e) => Some(e),
             // A dial's errors are listed in its message, one per address.
             Error::UnsupportedAddress(_) | Error::Listen(_) | Error::Dial { .. } => None,
             Error::Shutdown => None,

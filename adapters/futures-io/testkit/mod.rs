@@ -401,3 +401,26 @@ pub async fn heartbeat_alert_and_recovery(agg: &Host, b: &Host) {
         "{err:?}"
     );
 }
+
+/// Peer maintenance through the host API: `a` keeps `b` as a static peer
+/// and connects to it by itself, with no dial from the application.
+pub async fn static_peer_is_kept(a: &Host, b: &Host) {
+    let b_addr = listening(b).await;
+    let b_id = b.local_peer_id();
+    let bare: Multiaddr = b_addr
+        .iter()
+        .filter(|p| !matches!(p, multiaddr::Protocol::P2p(_)))
+        .collect();
+    let mut config = sansp2p::node::MaintainConfig::default();
+    config.static_peers = vec![(b_id, vec![bare.to_vec()])];
+    let events = a.events();
+    a.enable_peer_maintenance(config).unwrap();
+    loop {
+        if let Event::ConnectionEstablished { peer, .. } = events.recv().await.unwrap() {
+            if peer == b_id {
+                break;
+            }
+        }
+    }
+    assert_eq!(a.peer_counts(), Some((1, 1)));
+}

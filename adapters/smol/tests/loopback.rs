@@ -265,3 +265,8 @@ fn a_circuit_through_a_relay_carries_echo() {
 fn heartbeats_raise_one_alert_and_one_recovery() {
     run(testkit::heartbeat_alert_and_recovery(&host(50), &host(51)));
 }
+
+#[test]
+fn a_static_peer_is_connected_by_peer_maintenance() {
+    run(testkit::static_peer_is_kept(&host(52), &host(53)));
+}

@@ -42,6 +42,7 @@ mod dialing;
 mod io;
 mod limits;
 mod liveness;
+mod maintain;
 mod relay;
 mod stream;
 mod types;
@@ -69,6 +70,7 @@ use stream::NodeStream;
 pub use upgrade::{Channel, Endpoint, NoiseSecrets, Security, UpgradeError, Upgraded};
 
 pub use liveness::{BeatId, Payload};
+pub use maintain::{MaintainConfig, MaintainConfigError, STATIC_TAG};
 pub use types::*;
 
 /// One connection and where its upgrade stands.
@@ -155,6 +157,8 @@ enum TimerKey {
     AutoRelay,
     /// The heartbeat beaters' and the peer monitor's next deadline.
     Liveness,
+    /// The dial scheduler's and the peer store's next deadline.
+    Maintain,
 }
 
 /// The sans-IO libp2p node. See the [module docs](self).
@@ -175,6 +179,8 @@ pub struct Node {
     autorelay: Option<Box<autorelay::AutoRelay>>,
     /// Heartbeat targets and the aggregator, when started.
     liveness: Option<Box<liveness::Liveness>>,
+    /// Peer maintenance (scheduler and peer store), when enabled.
+    maintain: Option<Box<maintain::Maintain>>,
     listen_addrs: Vec<Vec<u8>>,
     dialer: dial::Dialer,
     /// The dialer's deadline registered in the timer table.
@@ -260,6 +266,7 @@ impl Node {
             limited_protocols: Vec::new(),
             autorelay: None,
             liveness: None,
+            maintain: None,
             listen_addrs: Vec::new(),
             pings: HashMap::new(),
             actions: VecDeque::new(),
@@ -547,6 +554,7 @@ impl Node {
                 TimerKey::RelayServer => self.relay_server_timeout(now),
                 TimerKey::AutoRelay => self.autorelay_timeout(now),
                 TimerKey::Liveness => self.liveness_timeout(now),
+                TimerKey::Maintain => self.maintain_timeout(now),
                 TimerKey::Ping(ping) => {
                     if self.pings.get(&ping).is_some_and(|p| p.deadline <= now) {
                         let p = self.pings.remove(&ping).expect("checked");
@@ -590,6 +598,7 @@ impl Node {
         loop {
             let event = self.events.pop_front()?;
             self.autorelay_observe(&event);
+            self.maintain_observe(&event);
             if let Some(event) = self.liveness_take(event) {
                 return Some(event);
             }

@@ -262,6 +262,7 @@ impl Net {
 
 mod autorelay;
 mod liveness;
+mod maintain;
 mod relay;
 
 #[test]

@@ -262,6 +262,10 @@ pub enum CloseReason {
     /// to the relay closed.
     #[error("the relay circuit closed")]
     CircuitClosed,
+    /// Peer maintenance closed it: the peer quota (dialed or inbound) was
+    /// full.
+    #[error("the peer quota was full")]
+    PeerQuota,
 }
 
 /// Buffers and deadlines of every connection's I/O (the per-connection
@@ -757,4 +761,18 @@ pub enum Event {
     Aggregator(crate::liveness::aggregator::Event),
     /// The peer monitor's alerts and recoveries.
     Monitor(crate::liveness::monitor::Event),
+    /// Peer maintenance wants about `want` more peers to dial: answer with
+    /// [`Node::add_peer_candidates`](super::Node::add_peer_candidates) and
+    /// [`Node::peer_lookup_done`](super::Node::peer_lookup_done) (a
+    /// discovery lookup; no more come until it is done).
+    PeerLookupWanted {
+        /// How many would fill the free slots.
+        want: usize,
+    },
+    /// A static peer could not be reached: answer with its current
+    /// addresses, or none, by [`Node::resolved`](super::Node::resolved).
+    ResolveWanted {
+        /// The peer.
+        peer: PeerId,
+    },
 }
