@@ -367,12 +367,7 @@ impl Node {
     }
 
     fn close_for_quota(&mut self, conn: ConnectionId) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if let super::ConnState::Muxed(session) = &mut c.state {
-                let _ = session.go_away(crate::yamux::GoAwayCode::NORMAL);
-            }
-        }
-        self.shut(conn, CloseReason::PeerQuota);
+        self.close_with(conn, CloseReason::PeerQuota);
     }
 
     /// Carries out the scheduler's actions until it has none; registers

@@ -45,6 +45,7 @@ mod liveness;
 mod maintain;
 mod relay;
 mod stream;
+mod trim;
 mod types;
 pub mod upgrade;
 
@@ -159,6 +160,8 @@ enum TimerKey {
     Liveness,
     /// The dial scheduler's and the peer store's next deadline.
     Maintain,
+    /// The connection manager's next deadline.
+    Trim,
 }
 
 /// The sans-IO libp2p node. See the [module docs](self).
@@ -181,6 +184,8 @@ pub struct Node {
     liveness: Option<Box<liveness::Liveness>>,
     /// Peer maintenance (scheduler and peer store), when enabled.
     maintain: Option<Box<maintain::Maintain>>,
+    /// The connection manager, when enabled.
+    trim: Option<Box<trim::Trim>>,
     listen_addrs: Vec<Vec<u8>>,
     dialer: dial::Dialer,
     /// The dialer's deadline registered in the timer table.
@@ -267,6 +272,7 @@ impl Node {
             autorelay: None,
             liveness: None,
             maintain: None,
+            trim: None,
             listen_addrs: Vec::new(),
             pings: HashMap::new(),
             actions: VecDeque::new(),
@@ -393,13 +399,7 @@ impl Node {
     /// FIN ([`Action::CloseWrite`]) and, after the linger,
     /// [`Action::Close`].
     pub fn close_connection(&mut self, conn: ConnectionId) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if let ConnState::Muxed(session) = &mut c.state {
-            let _ = session.go_away(yamux::GoAwayCode::NORMAL);
-        }
-        self.shut(conn, CloseReason::Local);
+        self.close_with(conn, CloseReason::Local);
     }
 
     /// Tags `peer` as protected (a connection manager must not trim it).
@@ -408,10 +408,12 @@ impl Node {
         if !tags.iter().any(|t| t == tag) {
             tags.push(String::from(tag));
         }
+        self.trim_protect(peer, tag, true);
     }
 
     /// Removes one protection tag; returns whether the peer is still protected.
     pub fn unprotect(&mut self, peer: &PeerId, tag: &str) -> bool {
+        self.trim_protect(*peer, tag, false);
         let Some(tags) = self.protected.get_mut(peer) else {
             return false;
         };
@@ -555,6 +557,7 @@ impl Node {
                 TimerKey::AutoRelay => self.autorelay_timeout(now),
                 TimerKey::Liveness => self.liveness_timeout(now),
                 TimerKey::Maintain => self.maintain_timeout(now),
+                TimerKey::Trim => self.trim_timeout(now),
                 TimerKey::Ping(ping) => {
                     if self.pings.get(&ping).is_some_and(|p| p.deadline <= now) {
                         let p = self.pings.remove(&ping).expect("checked");
@@ -599,6 +602,7 @@ impl Node {
             let event = self.events.pop_front()?;
             self.autorelay_observe(&event);
             self.maintain_observe(&event);
+            self.trim_observe(&event);
             if let Some(event) = self.liveness_take(event) {
                 return Some(event);
             }

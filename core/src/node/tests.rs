@@ -264,6 +264,7 @@ mod autorelay;
 mod liveness;
 mod maintain;
 mod relay;
+mod trim;
 
 #[test]
 fn connect_upgrade_and_identify_both_ways() {

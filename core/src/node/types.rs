@@ -266,6 +266,10 @@ pub enum CloseReason {
     /// full.
     #[error("the peer quota was full")]
     PeerQuota,
+    /// The connection manager closed it: above its high water mark, it
+    /// was among the least valuable.
+    #[error("trimmed by the connection manager")]
+    Trimmed,
 }
 
 /// Buffers and deadlines of every connection's I/O (the per-connection
