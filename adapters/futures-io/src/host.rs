@@ -598,6 +598,32 @@ impl Host {
         })
     }
 
+    /// Starts go-libp2p's connection manager (water marks, grace period,
+    /// tags); peers protected with [`Node::protect`](sansp2p::node::Node::protect)
+    /// tags (static peers, AutoRelay's relays) are never trimmed.
+    ///
+    /// # Errors
+    /// [`Error::ConnManager`] for a bad configuration.
+    pub fn enable_conn_manager(
+        &self,
+        config: sansp2p::peers::connmgr::ConnManagerConfig,
+    ) -> Result<(), Error> {
+        self.shared.with(|st, now| {
+            st.node
+                .enable_conn_manager(now, config)
+                .map_err(Error::ConnManager)
+        })
+    }
+
+    /// Gives `peer` a tag worth `weight` to the connection manager.
+    ///
+    /// # Errors
+    /// [`Error::Tag`] if the peer is not connected or has too many tags.
+    pub fn tag_peer(&self, peer: PeerId, tag: &str, weight: i32) -> Result<(), Error> {
+        self.shared
+            .with(|st, _| st.node.tag_peer(peer, tag, weight).map_err(Error::Tag))
+    }
+
     /// How long until `t`, an instant of the node's clock (as events
     /// carry them, for example a reservation's expiry); zero if past.
     pub fn time_until(&self, t: Instant) -> Duration {

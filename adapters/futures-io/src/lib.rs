@@ -84,6 +84,10 @@ pub enum Error {
     Monitor(sansp2p::liveness::monitor::MonitorConfigError),
     /// The peer maintenance configuration was refused.
     Maintain(sansp2p::node::MaintainConfigError),
+    /// The connection manager configuration was refused.
+    ConnManager(sansp2p::peers::connmgr::ConnManagerConfigError),
+    /// A connection manager tag was refused.
+    Tag(sansp2p::peers::connmgr::TagError),
     /// The host was shut down.
     Shutdown,
 }
@@ -115,6 +119,8 @@ impl fmt::Display for Error {
             Error::Heartbeat(_) => f.write_str("invalid heartbeat target"),
             Error::Monitor(_) => f.write_str("invalid peer monitor configuration"),
             Error::Maintain(_) => f.write_str("invalid peer maintenance configuration"),
+            Error::ConnManager(_) => f.write_str("invalid connection manager configuration"),
+            Error::Tag(_) => f.write_str("tag refused"),
             Error::Shutdown => f.write_str("host shut down"),
         }
     }
@@ -137,6 +143,8 @@ impl std::error::Error for Error {
             Error::Heartbeat(e) => Some(e),
             Error::Monitor(e) => Some(e),
             Error::Maintain(e) => Some(e),
+            Error::ConnManager(e) => Some(e),
+            Error::Tag(e) => Some(e),
             // A dial's errors are listed in its message, one per address.
             Error::UnsupportedAddress(_) | Error::Listen(_) | Error::Dial { .. } => None,
             Error::Shutdown => None,

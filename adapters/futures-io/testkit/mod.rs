@@ -414,6 +414,8 @@ pub async fn static_peer_is_kept(a: &Host, b: &Host) {
     let mut config = sansp2p::node::MaintainConfig::default();
     config.static_peers = vec![(b_id, vec![bare.to_vec()])];
     let events = a.events();
+    a.enable_conn_manager(sansp2p::peers::connmgr::ConnManagerConfig::default())
+        .unwrap();
     a.enable_peer_maintenance(config).unwrap();
     loop {
         if let Event::ConnectionEstablished { peer, .. } = events.recv().await.unwrap() {
@@ -423,4 +425,12 @@ pub async fn static_peer_is_kept(a: &Host, b: &Host) {
         }
     }
     assert_eq!(a.peer_counts(), Some((1, 1)));
+    a.tag_peer(b_id, "useful", 5).unwrap();
+    let stranger = Keypair::from_secret_bytes([200; 32]).peer_id();
+    assert!(matches!(
+        a.tag_peer(stranger, "useful", 5),
+        Err(sansp2p_futures_io::Error::Tag(
+            sansp2p::peers::connmgr::TagError::NotConnected
+        ))
+    ));
 }
