@@ -169,7 +169,7 @@ impl Node {
     /// a peer joins when its first heartbeat arrives.
     pub fn set_monitored_peers(&mut self, now: Instant, peers: Vec<PeerId>) {
         let now = self.tick(now);
-        if let Some(s) = self.liveness.as_mut().and_then(|l| l.serving.as_mut()) {
+        if let Some(s) = self.serving() {
             s.monitor.set_peers(now, peers);
         }
         self.run_liveness();
@@ -220,7 +220,7 @@ impl Node {
                 protocol,
             } if &**protocol == heartbeat::PROTOCOL => {
                 let (stream, peer) = (*stream, *peer);
-                let refused = match self.liveness.as_mut().and_then(|l| l.serving.as_mut()) {
+                let refused = match self.serving() {
                     Some(s) => s.aggregator.handle_stream_opened(stream, peer).is_err(),
                     None => true,
                 };
@@ -278,7 +278,7 @@ impl Node {
                     }),
                     Some(Owner::Aggregator) => {
                         let stream = *stream;
-                        if let Some(s) = self.liveness.as_mut().and_then(|l| l.serving.as_mut()) {
+                        if let Some(s) = self.serving() {
                             s.aggregator.handle_stream_closed(stream);
                         }
                     }
@@ -288,6 +288,14 @@ impl Node {
             _ => return Some(event),
         }
         None
+    }
+
+    fn beating(&mut self, beat: BeatId) -> Option<&mut Beating> {
+        self.liveness.as_mut()?.beaters.get_mut(&beat)
+    }
+
+    fn serving(&mut self) -> Option<&mut Serving> {
+        self.liveness.as_mut()?.serving.as_mut()
     }
 
     fn beater_of_dial(&self, dial: DialId) -> Option<BeatId> {
@@ -312,11 +320,7 @@ impl Node {
     /// Feeds one beater, then runs what follows.
     fn with_beater(&mut self, beat: BeatId, f: impl FnOnce(&mut Beating, Instant)) {
         let now = self.now;
-        if let Some(b) = self
-            .liveness
-            .as_mut()
-            .and_then(|l| l.beaters.get_mut(&beat))
-        {
+        if let Some(b) = self.beating(beat) {
             f(b, now);
         }
         self.run_liveness();
@@ -392,11 +396,7 @@ impl Node {
                     return;
                 }
                 let dialed = self.dial(now, Some(peer), alloc::vec![addr]);
-                let Some(b) = self
-                    .liveness
-                    .as_mut()
-                    .and_then(|l| l.beaters.get_mut(&beat))
-                else {
+                let Some(b) = self.beating(beat) else {
                     return;
                 };
                 match dialed {
@@ -405,11 +405,7 @@ impl Node {
                 }
             }
             Action::Beat => {
-                let Some(b) = self
-                    .liveness
-                    .as_mut()
-                    .and_then(|l| l.beaters.get_mut(&beat))
-                else {
+                let Some(b) = self.beating(beat) else {
                     return;
                 };
                 let heartbeat = (b.payload)();
@@ -417,11 +413,7 @@ impl Node {
                 self.write_beat(beat);
             }
             Action::Reset => {
-                let Some(b) = self
-                    .liveness
-                    .as_mut()
-                    .and_then(|l| l.beaters.get_mut(&beat))
-                else {
+                let Some(b) = self.beating(beat) else {
                     return;
                 };
                 b.dial = None;
@@ -438,11 +430,7 @@ impl Node {
     fn open_beat_stream(&mut self, beat: BeatId, peer: PeerId) {
         let now = self.now;
         let opened = self.open_stream(now, peer, [heartbeat::PROTOCOL]);
-        let Some(b) = self
-            .liveness
-            .as_mut()
-            .and_then(|l| l.beaters.get_mut(&beat))
-        else {
+        let Some(b) = self.beating(beat) else {
             if let Ok(stream) = opened {
                 self.reset_stream(stream);
             }
@@ -463,11 +451,7 @@ impl Node {
     /// of it is on the stream, or that the stream is lost.
     fn write_beat(&mut self, beat: BeatId) {
         let now = self.now;
-        let Some(b) = self
-            .liveness
-            .as_mut()
-            .and_then(|l| l.beaters.get_mut(&beat))
-        else {
+        let Some(b) = self.beating(beat) else {
             return;
         };
         let Some(stream) = b.stream else {
@@ -490,11 +474,7 @@ impl Node {
                 }
             }
         }
-        let Some(b) = self
-            .liveness
-            .as_mut()
-            .and_then(|l| l.beaters.get_mut(&beat))
-        else {
+        let Some(b) = self.beating(beat) else {
             return;
         };
         if lost {
@@ -525,7 +505,7 @@ impl Node {
         let mut buf = [0u8; 4096];
         loop {
             let read = self.stream_read(now, stream, &mut buf);
-            let Some(s) = self.liveness.as_mut().and_then(|l| l.serving.as_mut()) else {
+            let Some(s) = self.serving() else {
                 return;
             };
             match read {
