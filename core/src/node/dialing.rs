@@ -22,7 +22,7 @@ use crate::time::Instant;
 pub(super) struct Peerless {
     addrs: VecDeque<Vec<u8>>,
     current: Option<Vec<u8>>,
-    errors: Vec<(Vec<u8>, AttemptError)>,
+    pub(super) errors: Vec<(Vec<u8>, AttemptError)>,
 }
 
 impl Node {
@@ -53,6 +53,9 @@ impl Node {
         opts: dial::DialOpts,
     ) -> Result<DialId, DialError> {
         let now = self.tick(now);
+        if self.closing {
+            return Err(DialError::ShuttingDown);
+        }
         let named = peer.or_else(|| addrs.iter().find_map(|a| addr_peer(a)));
         if named == Some(self.local_peer) {
             return Err(DialError::DialSelf);

@@ -589,6 +589,7 @@ impl Node {
         if let Some(ip) = c.counted_ip {
             self.inbound.leave(ip);
         }
+        self.check_shut_down();
         true
     }
 

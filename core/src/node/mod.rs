@@ -44,6 +44,7 @@ mod limits;
 mod liveness;
 mod maintain;
 mod relay;
+mod shutdown;
 mod stream;
 mod trim;
 mod types;
@@ -187,6 +188,12 @@ pub struct Node {
     /// The connection manager, when enabled.
     trim: Option<Box<trim::Trim>>,
     listen_addrs: Vec<Vec<u8>>,
+    /// Bound listeners and their addresses.
+    listeners: Vec<(ListenerId, Vec<u8>)>,
+    /// [`Node::shutdown`] was called.
+    closing: bool,
+    /// [`Event::ShutdownComplete`] was emitted.
+    shutdown_reported: bool,
     dialer: dial::Dialer,
     /// The dialer's deadline registered in the timer table.
     dialer_timer: Option<Instant>,
@@ -274,6 +281,9 @@ impl Node {
             maintain: None,
             trim: None,
             listen_addrs: Vec::new(),
+            listeners: Vec::new(),
+            closing: false,
+            shutdown_reported: false,
             pings: HashMap::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -390,7 +400,11 @@ impl Node {
     /// Asks the adapter to listen on `addr` (binary multiaddr).
     pub fn listen_on(&mut self, addr: Vec<u8>) -> ListenerId {
         let listener = ListenerId(self.fresh_id());
-        self.actions.push_back(Action::Listen { listener, addr });
+        if self.closing {
+            self.events.push_back(Event::ListenFailed { listener });
+        } else {
+            self.actions.push_back(Action::Listen { listener, addr });
+        }
         listener
     }
 
@@ -430,6 +444,11 @@ impl Node {
     /// A listener is bound.
     pub fn handle_listening(&mut self, now: Instant, listener: ListenerId, addr: Vec<u8>) {
         self.tick(now);
+        if self.listening_while_closing(listener) {
+            self.events.push_back(Event::ListenFailed { listener });
+            return;
+        }
+        self.listeners.push((listener, addr.clone()));
         if !self.listen_addrs.contains(&addr) {
             self.listen_addrs.push(addr.clone());
             self.relay_listen_addrs_changed();
@@ -451,6 +470,9 @@ impl Node {
         remote_addr: Vec<u8>,
     ) -> Result<ConnectionId, InboundError> {
         let now = self.tick(now);
+        if self.closing {
+            return Err(InboundError::ShuttingDown);
+        }
         if self.conns.len() >= self.config.max_connections {
             return Err(InboundError::ConnectionLimit);
         }

@@ -95,6 +95,7 @@ impl Net {
                 busy = true;
                 match action {
                     Action::Listen { .. } => {}
+                    Action::StopListening { .. } => self.listeners.retain(|_, j| *j != i),
                     Action::Connect { conn, addr } => match self.listeners.get(&addr).copied() {
                         Some(j) => {
                             let now = self.now;
@@ -264,6 +265,7 @@ mod autorelay;
 mod liveness;
 mod maintain;
 mod relay;
+mod shutdown;
 mod trim;
 
 #[test]

@@ -200,6 +200,12 @@ pub enum Action {
         /// The connection.
         conn: ConnectionId,
     },
+    /// Stop accepting on `listener` and close its socket
+    /// ([`Node::shutdown`](super::Node::shutdown)).
+    StopListening {
+        /// The listener.
+        listener: ListenerId,
+    },
 }
 
 /// One output of [`Node::poll_output`](super::Node::poll_output), the single drain loop of an
@@ -377,6 +383,9 @@ pub enum DialError {
     /// Too many dial requests are pending.
     #[error("too many pending dial requests")]
     TooManyRequests,
+    /// [`Node::shutdown`](super::Node::shutdown) was called.
+    #[error("the node is shutting down")]
+    ShuttingDown,
 }
 
 /// A relay command the node refused at once.
@@ -428,6 +437,9 @@ pub enum InboundError {
     /// The remote's IP subnet holds as many connections as allowed.
     #[error("connection limit for the remote's subnet reached")]
     SubnetLimit,
+    /// [`Node::shutdown`](super::Node::shutdown) was called.
+    #[error("the node is shutting down")]
+    ShuttingDown,
 }
 
 /// Limits on inbound connections, checked by [`Node::handle_inbound`](super::Node::handle_inbound).
@@ -572,6 +584,9 @@ pub enum Event {
         /// The listener.
         listener: ListenerId,
     },
+    /// After [`Node::shutdown`](super::Node::shutdown): the last connection
+    /// is gone, every socket may be closed.
+    ShutdownComplete,
     /// A connection finished its upgrade.
     ConnectionEstablished {
         /// The connection.
