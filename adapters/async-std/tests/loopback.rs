@@ -68,3 +68,12 @@ fn heartbeats_raise_one_alert_and_one_recovery() {
     }))
     .expect("test timed out");
 }
+
+#[test]
+fn shutdown_closes_gracefully_and_for_good() {
+    async_std::task::block_on(async_std::future::timeout(Duration::from_secs(30), async {
+        let [a, b] = [54, 55].map(|seed| new_host(testkit::config(seed)).unwrap());
+        testkit::shutdown_is_graceful_and_final(&a, &b).await;
+    }))
+    .expect("test timed out");
+}

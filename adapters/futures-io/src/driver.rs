@@ -47,8 +47,8 @@ pub(crate) struct State {
     pub(crate) node: Node,
     pub(crate) app: App,
     conns: HashMap<ConnectionId, ConnIo>,
-    /// The waker of each listener's accept loop.
-    listeners: HashMap<ListenerId, Option<Waker>>,
+    /// Each listener's accept loop, until it has dropped its socket.
+    listeners: HashMap<ListenerId, ListenerIo>,
     timer: TimerIo,
     /// Woken once the lock is released.
     wake: Vec<Waker>,
@@ -63,6 +63,13 @@ struct ConnIo {
     writer: Option<Waker>,
     /// [`Action::CloseWrite`] to perform.
     fin: bool,
+}
+
+#[derive(Default)]
+struct ListenerIo {
+    waker: Option<Waker>,
+    /// [`Action::StopListening`]: the accept loop ends.
+    stopped: bool,
 }
 
 #[derive(Default)]
@@ -99,7 +106,7 @@ impl Drop for State {
     /// drops its socket.
     fn drop(&mut self) {
         let conns = self.conns.drain().flat_map(|(_, c)| [c.reader, c.writer]);
-        let listeners = self.listeners.drain().map(|(_, w)| w);
+        let listeners = self.listeners.drain().map(|(_, l)| l.waker);
         let timer = self.timer.waker.take();
         conns
             .chain(listeners)
@@ -145,6 +152,9 @@ impl Shared {
         let now = self.clock.now();
         let r = f(&mut st, now);
         self.drive(&mut st, now);
+        if st.node.is_shut_down() && st.listeners.is_empty() {
+            crate::host::shut_down(&mut st.app);
+        }
         let wake = std::mem::take(&mut st.wake);
         drop(st);
         for w in wake {
@@ -190,7 +200,7 @@ impl Shared {
         let weak = Arc::downgrade(self);
         match action {
             Action::Listen { listener, addr } => {
-                st.listeners.insert(listener, None);
+                st.listeners.insert(listener, ListenerIo::default());
                 self.runtime
                     .spawn(Box::pin(listen_task(weak, listener, addr)));
             }
@@ -206,6 +216,14 @@ impl Shared {
                 }
             }
             Action::Close { conn } => st.forget(conn),
+            Action::StopListening { listener } => {
+                // Its accept loop wakes, drops the socket and says so.
+                if let Some(l) = st.listeners.get_mut(&listener) {
+                    l.stopped = true;
+                    let waker = l.waker.take();
+                    st.wake_later(waker);
+                }
+            }
             _ => {}
         }
     }
@@ -452,14 +470,25 @@ async fn accept_loop(weak: Weak<Shared>, listener: ListenerId, l: Box<dyn Listen
             let Some(shared) = weak.upgrade() else {
                 return Poll::Ready(None);
             };
-            if let Some(slot) = shared.lock().listeners.get_mut(&listener) {
-                set_waker(slot, cx);
+            match shared.lock().listeners.get_mut(&listener) {
+                Some(l) if !l.stopped => set_waker(&mut l.waker, cx),
+                _ => return Poll::Ready(None),
             }
             accept.as_mut().poll(cx).map(Some)
         })
         .await;
         drop(accept);
-        let (Some(accepted), Some(shared)) = (accepted, weak.upgrade()) else {
+        let Some(accepted) = accepted else {
+            // Stopped (or the host is gone): the socket is closed before
+            // the listener is forgotten, so a finished shutdown has freed
+            // the port.
+            drop(l);
+            if let Some(shared) = weak.upgrade() {
+                shared.with(|st, _| st.listeners.remove(&listener));
+            }
+            return;
+        };
+        let Some(shared) = weak.upgrade() else {
             return;
         };
         match accepted {

@@ -46,6 +46,8 @@ pub(crate) struct App {
     identified: HashMap<PeerId, identify::Info>,
     established: HashMap<ConnectionId, ConnectionInfo>,
     subscribers: Vec<async_channel::Sender<Event>>,
+    /// [`Host::shutdown`] calls waiting for the last connection to go.
+    shutdowns: Vec<oneshot::Sender<()>>,
 }
 
 /// Decides on a circuit to us: `(relay, initiator) -> accept?`.
@@ -227,6 +229,19 @@ pub(crate) fn dispatch(node: &mut Node, app: &mut App, event: Event, now: Instan
             Ok(()) | Err(async_channel::TrySendError::Full(_)) => true,
             Err(async_channel::TrySendError::Closed(_)) => false,
         });
+    if event == Event::ShutdownComplete {
+        // Nothing more will come: inbound stream and event receivers end.
+        app.inbound.clear();
+        app.subscribers.clear();
+    }
+}
+
+/// The node is shut down and every listener's socket closed: the
+/// [`Host::shutdown`] calls return.
+pub(crate) fn shut_down(app: &mut App) {
+    for tx in app.shutdowns.drain(..) {
+        let _ = tx.send(());
+    }
 }
 
 fn wake_stream(app: &mut App, stream: &StreamHandle, mark: impl FnOnce(&mut StreamWakers)) {
@@ -793,6 +808,23 @@ impl Host {
                 st.node.close_connection(conn);
             }
         });
+    }
+
+    /// Shuts the host down gracefully and waits until it is done: dials
+    /// under way fail, every connection is closed with a GoAway after what
+    /// it owes is written, listeners close, and AutoRelay, heartbeats, peer
+    /// maintenance and the connection manager stop
+    /// ([`Node::shutdown`]). Then [`Incoming::next`] and [`Host::events`]
+    /// end, and later commands fail. It returns within the node's close
+    /// flush timeout plus its linger, whatever the peers do.
+    pub async fn shutdown(&self) {
+        let rx = self.shared.with(|st, now| {
+            let (tx, rx) = oneshot::channel();
+            st.app.shutdowns.push(tx);
+            st.node.shutdown(now);
+            rx
+        });
+        let _ = rx.await;
     }
 
     /// Every node event from now on (a bounded queue: if the receiver falls

@@ -434,3 +434,39 @@ pub async fn static_peer_is_kept(a: &Host, b: &Host) {
         ))
     ));
 }
+
+/// [`Host::shutdown`]: `a` shuts down while connected to `b` and while
+/// peer maintenance keeps `b`; `b` sees the close, `a` does not come
+/// back; then `b` shuts down and its listener, inbound streams and events
+/// end.
+pub async fn shutdown_is_graceful_and_final(a: &Host, b: &Host) {
+    serve_echo(b);
+    let b_addr = listening(b).await;
+    let b_events = b.events();
+    static_peer_is_kept(a, b).await;
+    let b_id = b.local_peer_id();
+    assert_eq!(echo(a, b_id, b"before").await, b"before");
+    let started = Instant::now();
+    a.shutdown().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    assert_eq!(
+        next_close(&b_events).await,
+        CloseReason::GoAway(sansp2p::yamux::GoAwayCode::NORMAL)
+    );
+    assert!(a.connections(&b_id).is_empty());
+    assert!(matches!(
+        a.dial(&b_addr).await,
+        Err(sansp2p_futures_io::Error::Refused(
+            sansp2p::node::DialError::ShuttingDown
+        ))
+    ));
+    a.shutdown().await;
+    // `b` goes too: its listener closes, its receivers end.
+    let incoming = b.accept("/other/1.0.0").unwrap();
+    b.shutdown().await;
+    assert!(incoming.next().await.is_none());
+    while b_events.recv().await.is_ok() {}
+    let refused = TcpStream::connect_timeout(&socket_addr(&b_addr), Duration::from_secs(1));
+    assert!(refused.is_err(), "the listener still accepts");
+}

@@ -50,7 +50,7 @@ use mio::{Interest, Registry, Token};
 
 use sansp2p::addr::{tcp_multiaddr, tcp_target, TcpTarget};
 use sansp2p::node::{
-    Action, Config, ConfigError, ConnectionId, Event, Node, Output, TransportError,
+    Action, Config, ConfigError, ConnectionId, Event, ListenerId, Node, Output, TransportError,
 };
 use sansp2p::time::StdClock;
 use sansp2p::Instant;
@@ -76,6 +76,7 @@ pub struct MioNode {
     next_token: usize,
     sockets: HashMap<Token, Socket>,
     tokens: HashMap<ConnectionId, Token>,
+    listeners: HashMap<ListenerId, Token>,
     events: VecDeque<Event>,
     scratch: Vec<u8>,
 }
@@ -104,6 +105,7 @@ impl MioNode {
             next_token: first_token.0,
             sockets: HashMap::new(),
             tokens: HashMap::new(),
+            listeners: HashMap::new(),
             events: VecDeque::new(),
             scratch: vec![0; READ_BUF],
         })
@@ -224,6 +226,7 @@ impl MioNode {
                         registry.register(&mut socket, token, Interest::READABLE)?;
                         let local = socket.local_addr()?;
                         self.sockets.insert(token, Socket::Listener(socket));
+                        self.listeners.insert(listener, token);
                         self.node
                             .handle_listening(now, listener, tcp_multiaddr(local));
                     }
@@ -250,6 +253,11 @@ impl MioNode {
             }
             Action::Close { conn } => {
                 if let Some(token) = self.tokens.get(&conn).copied() {
+                    self.drop_socket(registry, token);
+                }
+            }
+            Action::StopListening { listener } => {
+                if let Some(token) = self.listeners.remove(&listener) {
                     self.drop_socket(registry, token);
                 }
             }

@@ -496,3 +496,34 @@ fn heartbeats_in_one_event_loop_alert_once_and_recover() {
         "{events:?}"
     );
 }
+
+#[test]
+fn shutdown_closes_the_connection_and_frees_the_port() {
+    let mut l = Loop::new();
+    let addr = l.listen(1);
+    let peer1 = l.nodes[1].node().local_peer_id();
+    let now = l.nodes[0].now();
+    l.nodes[0]
+        .node()
+        .dial(now, Some(peer1), vec![addr.clone()])
+        .unwrap();
+    l.until("connected", |l| {
+        l.log[1]
+            .iter()
+            .any(|e| matches!(e, Event::ConnectionEstablished { .. }))
+    });
+    let now = l.nodes[1].now();
+    l.nodes[1].node().shutdown(now);
+    l.until("shut down", |l| {
+        l.log[1]
+            .iter()
+            .any(|e| matches!(e, Event::ShutdownComplete))
+    });
+    assert!(!l.nodes[0].node().is_connected(&peer1));
+    let sa = match sansp2p::addr::tcp_target(&addr) {
+        Some(sansp2p::addr::TcpTarget::Ip(sa)) => sa,
+        _ => unreachable!("a loopback address"),
+    };
+    // The listener is closed: the port can be bound again.
+    std::net::TcpListener::bind(sa).expect("the port is free");
+}

@@ -270,3 +270,11 @@ fn heartbeats_raise_one_alert_and_one_recovery() {
 fn a_static_peer_is_connected_by_peer_maintenance() {
     run(testkit::static_peer_is_kept(&host(52), &host(53)));
 }
+
+#[test]
+fn shutdown_closes_gracefully_and_for_good() {
+    run(testkit::shutdown_is_graceful_and_final(
+        &host(54),
+        &host(55),
+    ));
+}

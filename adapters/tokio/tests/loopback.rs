@@ -139,3 +139,12 @@ fn heartbeats_raise_one_alert_and_one_recovery() {
         testkit::heartbeat_alert_and_recovery(&agg, &b).await;
     });
 }
+
+#[test]
+fn shutdown_closes_gracefully_and_for_good() {
+    let rt = runtime();
+    run(&rt, async {
+        let [a, b] = [54, 55].map(|seed| new_host(testkit::config(seed)).unwrap());
+        testkit::shutdown_is_graceful_and_final(&a, &b).await;
+    });
+}
