@@ -315,65 +315,80 @@ fn sop() -> impl Strategy<Value = SOp> {
     ]
 }
 
+/// What the scheduler model knows: dials running, static lookups, who is
+/// connected and how, the dialed count and the static nodes.
+#[derive(Default)]
+struct Model {
+    dialing: Vec<PeerId>,
+    resolving: Vec<PeerId>,
+    connected: Vec<(PeerId, ConnDirection)>,
+    dialed: usize,
+    statics: Vec<PeerId>,
+}
+
 fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
     let mut config = SchedulerConfig::default();
-    config.max_peers = 10; // 3 dialed peers, 6 slots
+    config.max_peers = 10; // 3 m.dialed peers, 6 slots
     config.max_active_dials = 5;
     config.bootnodes = (30..33).map(|i| Candidate::new(peer(i))).collect();
     let max_dialed = config.max_dialed_peers();
     let history = config.history_expiration;
     let mut now = Instant::ZERO;
     let mut s = Scheduler::new(peer(0), config, now).unwrap();
-    // Model: when each peer's last dial task started, who is dialed / connected.
+    // Model: when each peer's last dial task started, who is m.dialed / m.connected.
     let mut last_dial: HashMap<PeerId, Instant> = HashMap::new();
-    let mut dialing: Vec<PeerId> = Vec::new();
-    let mut resolving: Vec<PeerId> = Vec::new();
-    let mut connected: Vec<(PeerId, ConnDirection)> = Vec::new();
-    let mut dialed = 0usize;
+    let mut m = Model::default();
     let mut log = String::new();
 
     let mut drain = |s: &mut Scheduler,
                      now: Instant,
                      redial: Option<PeerId>,
-                     dialing: &mut Vec<PeerId>,
-                     resolving: &mut Vec<PeerId>,
-                     connected: &[(PeerId, ConnDirection)]|
+                     m: &mut Model|
      -> Result<(), TestCaseError> {
         while let Some(a) = s.poll_action() {
             match a {
                 scheduler::Action::Dial { peer: p, .. } => {
                     if redial == Some(p) {
-                        // The same task dialing again after a lookup.
-                        resolving.retain(|q| *q != p);
+                        // The same task m.dialing again after a lookup.
+                        m.resolving.retain(|q| *q != p);
                         continue;
                     }
-                    prop_assert!(p != peer(0), "dialed self");
+                    prop_assert!(p != peer(0), "m.dialed self");
                     prop_assert!(
-                        !connected.iter().any(|(q, _)| *q == p),
-                        "dialed a connected peer"
+                        !m.connected.iter().any(|(q, _)| *q == p),
+                        "m.dialed a m.connected peer"
                     );
-                    prop_assert!(!dialing.contains(&p), "dialed twice at once");
+                    prop_assert!(!m.dialing.contains(&p), "m.dialed twice at once");
                     if let Some(&t) = last_dial.get(&p) {
-                        prop_assert!(now >= t + history, "dialed a peer in the history");
+                        prop_assert!(now >= t + history, "m.dialed a peer in the history");
                     }
                     last_dial.insert(p, now);
-                    dialing.push(p);
+                    m.dialing.push(p);
                 }
                 scheduler::Action::Resolve { peer: p } => {
                     // The task goes on: it looks the static node up.
-                    resolving.push(p);
-                    dialing.push(p);
+                    m.resolving.push(p);
+                    m.dialing.push(p);
                 }
                 scheduler::Action::FindCandidates { .. } => {}
+                scheduler::Action::Disconnect { peer: p } => {
+                    // Only a dynamically m.dialed peer gives way to a static one.
+                    let at = m.connected.iter().position(|(q, _)| *q == p);
+                    prop_assert!(at.is_some(), "disconnect of a peer not m.connected");
+                    let (_, dir) = m.connected.swap_remove(at.unwrap());
+                    prop_assert_eq!(dir, ConnDirection::Outbound);
+                    prop_assert!(!m.statics.contains(&p), "a static peer gave way");
+                    m.dialed -= 1;
+                }
             }
         }
         while s.poll_event().is_some() {}
-        prop_assert!(dialing.len() <= 5, "more than max_active_dials");
-        prop_assert_eq!(s.dialing(), dialing.len());
+        prop_assert!(m.dialing.len() <= 5, "more than max_active_dials");
+        prop_assert_eq!(s.dialing(), m.dialing.len());
         Ok(())
     };
 
-    drain(&mut s, now, None, &mut dialing, &mut resolving, &connected)?;
+    drain(&mut s, now, None, &mut m)?;
     for op in ops {
         log.push_str(&alloc::format!("{op:?}\n"));
         let mut redial = None;
@@ -385,59 +400,69 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
                 );
             }
             SOp::AddStatic(i) => {
-                let _ = s.add_static(now, Candidate::new(peer(u64::from(i) + 1)));
+                let p = peer(u64::from(i) + 1);
+                if s.add_static(now, Candidate::new(p)).is_ok() {
+                    m.statics.push(p);
+                }
             }
             SOp::DialDone(k, ok) => {
-                let candidates: Vec<PeerId> = dialing
+                let candidates: Vec<PeerId> = m
+                    .dialing
                     .iter()
-                    .filter(|p| !resolving.contains(p))
+                    .filter(|p| !m.resolving.contains(p))
                     .copied()
                     .collect();
                 if !candidates.is_empty() {
                     let p = candidates[k % candidates.len()];
-                    if ok && !connected.iter().any(|(q, _)| *q == p) {
+                    if ok && !m.connected.iter().any(|(q, _)| *q == p) {
                         match s.handle_connected(now, p, ConnDirection::Outbound) {
                             Ok(()) => {
-                                dialed += 1;
-                                connected.push((p, ConnDirection::Outbound));
+                                m.dialed += 1;
+                                m.connected.push((p, ConnDirection::Outbound));
                             }
                             Err(scheduler::ConnectError::DialQuotaFull) => {
-                                prop_assert_eq!(dialed, max_dialed);
+                                prop_assert_eq!(m.dialed, max_dialed);
+                                // A static peer is refused only when every
+                                // m.dialed peer is static.
+                                let dynamic = m.connected.iter().any(|(q, d)| {
+                                    *d == ConnDirection::Outbound && !m.statics.contains(q)
+                                });
+                                prop_assert!(!(m.statics.contains(&p) && dynamic));
                             }
                             Err(e) => prop_assert!(false, "{e}"),
                         }
                     }
                     s.handle_dial_done(now, p, ok).unwrap();
-                    dialing.retain(|q| *q != p);
+                    m.dialing.retain(|q| *q != p);
                 }
             }
             SOp::Resolved(k, found) => {
-                if !resolving.is_empty() {
-                    let p = resolving[k % resolving.len()];
+                if !m.resolving.is_empty() {
+                    let p = m.resolving[k % m.resolving.len()];
                     let ip = found.then(|| core::net::IpAddr::from([1, 2, 3, 4]));
                     s.handle_resolved(now, p, ip).unwrap();
                     if found {
                         redial = Some(p);
                     } else {
-                        resolving.retain(|q| *q != p);
-                        dialing.retain(|q| *q != p);
+                        m.resolving.retain(|q| *q != p);
+                        m.dialing.retain(|q| *q != p);
                     }
                 }
             }
             SOp::Inbound(i) => {
                 let p = peer(u64::from(i) + 1);
-                if !connected.iter().any(|(q, _)| *q == p) {
+                if !m.connected.iter().any(|(q, _)| *q == p) {
                     s.handle_inbound_pending(now, p);
                     s.handle_connected(now, p, ConnDirection::Inbound).unwrap();
                     s.handle_inbound_done(now, p);
-                    connected.push((p, ConnDirection::Inbound));
+                    m.connected.push((p, ConnDirection::Inbound));
                 }
             }
             SOp::Disconnect(k) => {
-                if !connected.is_empty() {
-                    let (p, dir) = connected.swap_remove(k % connected.len());
+                if !m.connected.is_empty() {
+                    let (p, dir) = m.connected.swap_remove(k % m.connected.len());
                     if dir == ConnDirection::Outbound {
-                        dialed -= 1;
+                        m.dialed -= 1;
                     }
                     s.handle_disconnected(now, p);
                 }
@@ -451,22 +476,18 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
                     }
                     now = now.max(t);
                     s.handle_timeout(now);
-                    drain(&mut s, now, None, &mut dialing, &mut resolving, &connected)?;
+                    drain(&mut s, now, None, &mut m)?;
                 }
                 now = to;
                 s.handle_timeout(now);
             }
         }
-        drain(
-            &mut s,
-            now,
-            redial,
-            &mut dialing,
-            &mut resolving,
-            &connected,
-        )?;
-        prop_assert!(s.dialed_peers() <= max_dialed, "dialed-peer quota exceeded");
-        prop_assert_eq!(s.dialed_peers(), dialed);
+        drain(&mut s, now, redial, &mut m)?;
+        prop_assert!(
+            s.dialed_peers() <= max_dialed,
+            "m.dialed-peer quota exceeded"
+        );
+        prop_assert_eq!(s.dialed_peers(), m.dialed);
     }
     Ok(())
 }

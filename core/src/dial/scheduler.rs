@@ -18,7 +18,11 @@
 //! - **Order.** Static nodes first (random pick from the pool of static nodes
 //!   that pass [`Scheduler::check_dial`], seeded, as go-ethereum's
 //!   `startStaticDials`); they are re-dialed whenever they are disconnected
-//!   and out of the history. Then, when nobody at all has been connected for
+//!   and out of the history. Unlike go-ethereum, a static node's dial does
+//!   not wait for a free slot (only for `max_active_dials`), and once it
+//!   connects with the quota full, a dynamically dialed peer gives up its
+//!   slot ([`Action::Disconnect`]): a static node that comes back is
+//!   reconnected even when dynamic peers fill the quota. Then, when nobody at all has been connected for
 //!   `fallback_interval` (20 s), one bootnode per scheduling pass,
 //!   round-robin. Then dynamic candidates fed by the application
 //!   ([`Scheduler::add_candidates`]); when fewer are buffered than there are
@@ -352,6 +356,13 @@ pub enum Action {
         /// How many would fill the free slots.
         want: usize,
     },
+    /// Close the connections to `peer`, a dynamically dialed peer: a static
+    /// node took its dial slot. The scheduler has already stopped counting
+    /// it; report its disconnection as usual.
+    Disconnect {
+        /// The peer.
+        peer: PeerId,
+    },
 }
 
 /// Something that happened.
@@ -522,6 +533,13 @@ impl Scheduler {
         slots as isize - self.dialing.len() as isize
     }
 
+    /// Whether a static node's dial may start: fewer than
+    /// `max_active_dials` dials run and the history has room.
+    fn static_room(&self) -> bool {
+        self.history.len() < self.config.max_history
+            && self.dialing.len() < self.config.max_active_dials
+    }
+
     /// Whether `c` may be dialed now (go-ethereum's `checkDial`).
     pub fn check_dial(&self, c: &Candidate) -> Result<(), SkipReason> {
         if c.peer == self.local {
@@ -560,7 +578,7 @@ impl Scheduler {
             return Err(ConnectError::AlreadyConnected);
         }
         if direction == ConnDirection::Outbound {
-            if self.dialed >= self.max_dialed {
+            if self.dialed >= self.max_dialed && !self.make_room_for(&peer) {
                 return Err(ConnectError::DialQuotaFull);
             }
             self.dialed += 1;
@@ -797,17 +815,42 @@ impl Scheduler {
         z ^ (z >> 31)
     }
 
-    /// Starts what the free slots allow (go-ethereum's loop head).
+    /// A static node connected by our dial while the dialed quota is full:
+    /// the dynamically dialed peer with the lowest id gives up its slot
+    /// ([`Action::Disconnect`]). Returns whether one did.
+    fn make_room_for(&mut self, peer: &PeerId) -> bool {
+        if !self.statics.contains_key(peer) {
+            return false;
+        }
+        let victim = self
+            .peers
+            .iter()
+            .filter(|(p, d)| **d == ConnDirection::Outbound && !self.statics.contains_key(*p))
+            .map(|(p, _)| *p)
+            .min_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let Some(victim) = victim else {
+            return false;
+        };
+        self.peers.remove(&victim);
+        self.dialed -= 1;
+        self.actions.push_back(Action::Disconnect { peer: victim });
+        true
+    }
+
+    /// Starts what the free slots allow (go-ethereum's loop head). Static
+    /// nodes are dialed whenever a dial may start at all, free slots or not
+    /// (go-ethereum waits for a free slot, so a static node that comes back
+    /// while dynamic peers fill the quota stays unconnected until one
+    /// leaves); [`make_room_for`](Self::make_room_for) keeps the quota.
     fn fill(&mut self, now: Instant) {
-        let mut slots = self.free_slots();
-        while slots > 0 && !self.pool.is_empty() {
+        while self.static_room() && !self.pool.is_empty() {
             let idx = (self.next_random() % self.pool.len() as u64) as usize;
             let peer = self.pool[idx];
             self.remove_from_pool(&peer);
             let c = self.statics[&peer].candidate;
             self.start_dial(now, c, DialKind::Static);
-            slots = self.free_slots();
         }
+        let mut slots = self.free_slots();
         if slots > 0 && self.fallback == Fallback::Active {
             if let Some(b) = self.bootnodes.pop_front() {
                 self.bootnodes.push_back(b);
@@ -1052,35 +1095,37 @@ mod tests {
     }
 
     #[test]
-    fn static_nodes_come_first_and_are_kept_connected() {
-        let mut s = Scheduler::new(peer(0), small(), at(0)).unwrap();
+    fn static_nodes_are_dialed_without_waiting_for_a_free_slot() {
+        let mut c = small();
+        c.max_active_dials = 6;
+        let mut s = Scheduler::new(peer(0), c, at(0)).unwrap();
         actions(&mut s);
         s.add_candidates(at(0), (10..=13).map(|i| Candidate::new(peer(i))));
         assert_eq!(dials(&actions(&mut s)).len(), 4);
-        // No free slot: the statics wait in the pool.
+        // No free slot, but room for two more dials: two statics start, the
+        // third waits for a running dial to end (max_active_dials).
         for i in 1..=3 {
             s.add_static(at(0), Candidate::new(peer(i))).unwrap();
         }
-        assert!(actions(&mut s).is_empty());
-        s.add_candidates(at(0), [Candidate::new(peer(14))]);
-        // Each failure frees a slot, taken by a static node before any candidate.
-        for i in 10..=12 {
-            s.handle_dial_done(at(0), peer(i), false).unwrap();
-        }
         let got = dials(&actions(&mut s));
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|(_, k)| *k == DialKind::Static));
+        s.add_candidates(at(0), [Candidate::new(peer(14))]);
+        s.handle_dial_done(at(0), peer(10), false).unwrap();
+        let got = dials(&actions(&mut s));
+        assert_eq!(got.len(), 1);
         assert_eq!(
-            got.iter().filter(|(_, k)| *k == DialKind::Static).count(),
-            3
+            got[0].1,
+            DialKind::Static,
+            "the last static before any candidate"
         );
-        s.handle_dial_done(at(0), peer(13), false).unwrap();
-        assert_eq!(dials(&actions(&mut s)), [(peer(14), DialKind::Dynamic)]);
         // Static 1 connects and later disconnects: re-dialed after its history.
         s.handle_connected(at(1), peer(1), ConnDirection::Outbound)
             .unwrap();
         s.handle_dial_done(at(1), peer(1), true).unwrap();
         s.handle_disconnected(at(10), peer(1));
         assert!(dials(&actions(&mut s)).iter().all(|(p, _)| *p != peer(1)));
-        for i in [2, 3, 14] {
+        for i in [2, 3, 11, 12, 13, 14] {
             let _ = s.handle_dial_done(at(10), peer(i), false);
             let _ = s.handle_resolved(at(10), peer(i), None);
         }
@@ -1092,6 +1137,46 @@ mod tests {
             Err(SchedulerError::StaticIsSelf)
         );
         assert!(s.remove_static(at(35), &peer(2)));
+    }
+
+    #[test]
+    fn a_static_node_takes_the_slot_of_a_dynamic_peer() {
+        let mut s = Scheduler::new(peer(0), small(), at(0)).unwrap();
+        actions(&mut s);
+        s.add_candidates(at(0), (10..=11).map(|i| Candidate::new(peer(i))));
+        actions(&mut s);
+        for i in [10, 11] {
+            s.handle_connected(at(0), peer(i), ConnDirection::Outbound)
+                .unwrap();
+            s.handle_dial_done(at(0), peer(i), true).unwrap();
+        }
+        assert_eq!(s.dialed_peers(), 2);
+        s.add_static(at(1), Candidate::new(peer(1))).unwrap();
+        assert_eq!(dials(&actions(&mut s)), [(peer(1), DialKind::Static)]);
+        s.handle_connected(at(1), peer(1), ConnDirection::Outbound)
+            .unwrap();
+        // The dynamic peer with the lowest id gives way; the quota holds.
+        let lowest = if peer(10).as_bytes() < peer(11).as_bytes() {
+            peer(10)
+        } else {
+            peer(11)
+        };
+        assert_eq!(actions(&mut s), [Action::Disconnect { peer: lowest }]);
+        assert_eq!(s.dialed_peers(), 2);
+        s.handle_disconnected(at(1), lowest);
+        assert_eq!(s.dialed_peers(), 2, "already uncounted");
+        // A second static with only statics and one dynamic left: the
+        // dynamic one goes; a third finds none and is refused.
+        s.add_static(at(1), Candidate::new(peer(2))).unwrap();
+        s.add_static(at(1), Candidate::new(peer(3))).unwrap();
+        actions(&mut s);
+        s.handle_connected(at(2), peer(2), ConnDirection::Outbound)
+            .unwrap();
+        assert_eq!(s.dialed_peers(), 2);
+        assert_eq!(
+            s.handle_connected(at(2), peer(3), ConnDirection::Outbound),
+            Err(ConnectError::DialQuotaFull)
+        );
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //! peers and the rest inbound. A dialed connection beyond its quota and an
 //! inbound one beyond `max_peers - max_dialed` are closed with
 //! [`CloseReason::PeerQuota`](super::CloseReason::PeerQuota); static peers
-//! are protected (tag `static`) and never refused.
+//! are protected (tag `static`) and never refused, and a static peer we
+//! dial while dynamic peers fill the dialed quota closes one of those
+//! (also `PeerQuota`), so the total stays within `max_peers`.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -439,6 +441,12 @@ impl Node {
                 }
             }
             Action::Resolve { peer } => self.events.push_back(Event::ResolveWanted { peer }),
+            Action::Disconnect { peer } => {
+                let conns: Vec<ConnectionId> = self.connections_to(&peer).collect();
+                for conn in conns {
+                    self.close_for_quota(conn);
+                }
+            }
             Action::FindCandidates { want } => {
                 let local = self.local_peer;
                 let connected: Vec<PeerId> = self.peers.keys().copied().collect();

@@ -200,3 +200,48 @@ fn bad_maintenance_configs_are_refused() {
         Err(crate::node::MaintainConfigError::Scheduler(_))
     ));
 }
+
+#[test]
+fn a_static_peer_that_comes_back_displaces_a_dynamic_one() {
+    let mut net = Net::new(4);
+    // Node 3 is down at first: its address refuses connections.
+    let addr3 = tcp_addr(4);
+    net.listeners.remove(&addr3);
+    let config = MaintainConfig {
+        scheduler: SchedulerConfig {
+            max_peers: 6,
+            // Redialled by the history alone, without lookups.
+            resolve_static: false,
+            ..SchedulerConfig::default()
+        },
+        static_peers: vec![peer_entry(&net, 3)],
+        ..MaintainConfig::default()
+    };
+    enable(&mut net, config);
+    net.run_until(Duration::from_secs(1), |net| {
+        net.has(0, |e| matches!(e, Event::PeerLookupWanted { .. }))
+    });
+    let now = net.now;
+    let offered = (1..=2).map(|i| peer_entry(&net, i)).collect();
+    net.nodes[0].add_peer_candidates(now, offered);
+    net.nodes[0].peer_lookup_done(now);
+    net.run_until(Duration::from_secs(5), |net| {
+        net.nodes[0].scheduler().unwrap().dialed_peers() == 2
+    });
+    assert!(!connected(&net, 0, 3));
+    // Node 3 comes back; after the dial history it is dialed although the
+    // two dynamic peers fill the quota, and one of them makes room.
+    net.listeners.insert(addr3, 3);
+    net.run_until(Duration::from_secs(60), |net| connected(net, 0, 3));
+    net.run_until(Duration::from_secs(5), |net| {
+        !(connected(net, 0, 1) && connected(net, 0, 2))
+    });
+    assert_eq!(net.nodes[0].scheduler().unwrap().dialed_peers(), 2);
+    assert!(net.has(0, |e| matches!(
+        e,
+        Event::ConnectionClosed {
+            reason: CloseReason::PeerQuota,
+            ..
+        }
+    )));
+}
