@@ -90,6 +90,7 @@ pub(crate) fn dispatch(node: &mut Node, app: &mut App, event: Event, now: Instan
             security,
             muxer,
             remote_addr,
+            endpoint,
             ..
         } => {
             let remote_addr = crate::multiaddr_from(remote_addr.clone());
@@ -99,6 +100,7 @@ pub(crate) fn dispatch(node: &mut Node, app: &mut App, event: Event, now: Instan
                 security: *security,
                 muxer,
                 remote_addr,
+                endpoint: *endpoint,
             };
             app.established.insert(*conn, info);
         }

@@ -165,6 +165,8 @@ pub struct ConnectionInfo {
     pub muxer: &'static str,
     /// The peer's address.
     pub remote_addr: Multiaddr,
+    /// Who dialed: [`Endpoint::Dialer`](sansp2p::node::Endpoint::Dialer) when we did.
+    pub endpoint: sansp2p::node::Endpoint,
 }
 
 /// A fresh random identity from the OS RNG.
