@@ -65,6 +65,7 @@ pub mod security;
 pub mod time;
 pub mod yamux;
 
+mod collections;
 mod varint;
 
 pub use identity::{Keypair, PeerId, PublicKey};

@@ -49,7 +49,9 @@ use core::cmp::Reverse;
 use core::hash::BuildHasher;
 use core::time::Duration;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::HashTable;
+
+use crate::collections::Hasher;
 use smallvec::SmallVec;
 
 use super::Addr;
@@ -158,7 +160,7 @@ impl PeerEntry {
 #[derive(Debug, Clone)]
 pub struct Backoff {
     config: BackoffConfig,
-    hasher: DefaultHashBuilder,
+    hasher: Hasher,
     peers: HashTable<PeerEntry>,
     /// (forget_at, hash of the peer) for every peer in `peers`, lazily
     /// deleted: an entry counts only while a peer with that hash has that
@@ -179,7 +181,7 @@ impl Backoff {
         config.validate()?;
         Ok(Backoff {
             config,
-            hasher: DefaultHashBuilder::default(),
+            hasher: Hasher::default(),
             peers: HashTable::new(),
             expiry: BinaryHeap::new(),
             compact_at: MIN_COMPACT,

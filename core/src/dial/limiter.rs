@@ -39,8 +39,8 @@
 
 use alloc::collections::VecDeque;
 
+use crate::collections::HashMap;
 use crate::identity::PeerId;
-use hashbrown::HashMap;
 use slotmap::SlotMap;
 
 slotmap::new_key_type! {
@@ -158,9 +158,9 @@ impl Limiter {
         config.validate()?;
         Ok(Limiter {
             config,
-            jobs: HashMap::new(),
+            jobs: HashMap::default(),
             peers: SlotMap::with_key(),
-            by_peer: HashMap::new(),
+            by_peer: HashMap::default(),
             fd_in_use: 0,
             waiting_fd: VecDeque::new(),
             waiting_fd_live: 0,

@@ -141,7 +141,8 @@ pub(crate) fn dedup_addrs(addrs: &mut Vec<Addr>) {
             }
         }
     } else {
-        let mut seen = hashbrown::HashSet::with_capacity(addrs.len());
+        let mut seen =
+            crate::collections::HashSet::with_capacity_and_hasher(addrs.len(), Default::default());
         addrs.retain(|a| seen.insert(a.clone()));
     }
 }

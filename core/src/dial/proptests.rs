@@ -18,7 +18,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use hashbrown::{HashMap, HashSet};
+use crate::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 
 use super::scheduler::{self, Candidate, ConnDirection, Scheduler, SchedulerConfig};
@@ -162,7 +162,7 @@ impl DialHarness {
             .filter(|(_, _, a)| super::rank::Features::of(a).uses_fd())
             .count();
         prop_assert!(fd <= 3, "fd limit exceeded: {}", fd);
-        let mut per_peer: HashMap<PeerId, usize> = HashMap::new();
+        let mut per_peer: HashMap<PeerId, usize> = HashMap::default();
         for (_, p, _) in &self.running {
             *per_peer.entry(*p).or_default() += 1;
         }
@@ -200,8 +200,8 @@ fn run_dialer(ops: Vec<DOp>) -> Result<(), TestCaseError> {
         now: Instant::ZERO,
         running: Vec::new(),
         live: Vec::new(),
-        answered: HashSet::new(),
-        forced: HashSet::new(),
+        answered: HashSet::default(),
+        forced: HashSet::default(),
         backoff: BackoffModel::default(),
     };
     let pick = |k: usize, n: usize| if n == 0 { None } else { Some(k % n) };
@@ -336,7 +336,7 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
     let mut now = Instant::ZERO;
     let mut s = Scheduler::new(peer(0), config, now).unwrap();
     // Model: when each peer's last dial task started, who is m.dialed / m.connected.
-    let mut last_dial: HashMap<PeerId, Instant> = HashMap::new();
+    let mut last_dial: HashMap<PeerId, Instant> = HashMap::default();
     let mut m = Model::default();
     let mut log = String::new();
 

@@ -71,7 +71,7 @@ use alloc::vec::Vec;
 use core::net::IpAddr;
 use core::time::Duration;
 
-use hashbrown::{HashMap, HashSet};
+use crate::collections::{HashMap, HashSet};
 
 use crate::identity::PeerId;
 use crate::time::Instant;
@@ -455,13 +455,13 @@ impl Scheduler {
             max_dialed: config.max_dialed_peers(),
             rng: config.seed,
             config,
-            peers: HashMap::new(),
+            peers: HashMap::default(),
             dialed: 0,
-            pending_inbound: HashSet::new(),
-            dialing: HashMap::new(),
-            statics: HashMap::new(),
+            pending_inbound: HashSet::default(),
+            dialing: HashMap::default(),
+            statics: HashMap::default(),
             pool: Vec::new(),
-            history: HashMap::new(),
+            history: HashMap::default(),
             history_expiry: BTreeSet::new(),
             candidates: VecDeque::new(),
             bootnodes,

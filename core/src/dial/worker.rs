@@ -85,7 +85,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
-use hashbrown::HashMap;
+use crate::collections::HashMap;
 use slotmap::{Key, KeyData, SlotMap};
 use smallvec::SmallVec;
 
@@ -586,7 +586,7 @@ impl Dialer {
             black_hole: BlackHoleFilter::new(config.black_hole)?,
             config,
             workers: SlotMap::with_key(),
-            by_peer: HashMap::new(),
+            by_peer: HashMap::default(),
             requests: SlotMap::with_key(),
             attempts: SlotMap::with_key(),
             timers: Deadlines::new(),

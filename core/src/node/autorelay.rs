@@ -12,7 +12,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use hashbrown::HashMap;
+use crate::collections::HashMap;
 
 use super::{DialId, Event, Node, TimerKey};
 use crate::identity::PeerId;
@@ -70,7 +70,7 @@ impl Node {
         self.autorelay = Some(Box::new(AutoRelay {
             finder,
             clock,
-            dials: HashMap::new(),
+            dials: HashMap::default(),
             timer: None,
         }));
         // Peers already identified are candidates now.

@@ -4,7 +4,7 @@
 
 use core::net::IpAddr;
 
-use hashbrown::HashMap;
+use crate::collections::HashMap;
 
 use super::{InboundError, InboundLimits};
 

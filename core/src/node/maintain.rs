@@ -24,7 +24,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use hashbrown::HashMap;
+use crate::collections::HashMap;
 use rand_core::SeedableRng as _;
 
 use super::{CloseReason, ConnectionId, DialId, Endpoint, Event, Node, TimerKey};
@@ -172,7 +172,7 @@ impl Node {
             scheduler,
             store,
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(config.rng_seed),
-            dials: HashMap::new(),
+            dials: HashMap::default(),
             boot_addrs: config.bootnodes.into_iter().collect(),
             timer: None,
         }));

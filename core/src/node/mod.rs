@@ -57,7 +57,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use hashbrown::HashMap;
+use crate::collections::HashMap;
 use rand_core::{Rng as _, SeedableRng as _};
 use smallvec::SmallVec;
 
@@ -260,20 +260,20 @@ impl Node {
             local_peer,
             dialer,
             dialer_timer: None,
-            requests: HashMap::new(),
-            attempts: HashMap::new(),
-            attempt_errors: HashMap::new(),
-            peerless: HashMap::new(),
+            requests: HashMap::default(),
+            attempts: HashMap::default(),
+            attempt_errors: HashMap::default(),
+            peerless: HashMap::default(),
             rng: rand_chacha::ChaCha20Rng::from_seed(config.rng_seed),
             scratch: Vec::new(),
             relay: relay::RelayState::default(),
             config,
             now,
             next_id: 1,
-            conns: HashMap::new(),
-            peers: HashMap::new(),
-            peer_protocols: HashMap::new(),
-            protected: HashMap::new(),
+            conns: HashMap::default(),
+            peers: HashMap::default(),
+            peer_protocols: HashMap::default(),
+            protected: HashMap::default(),
             protocols: Vec::new(),
             limited_protocols: Vec::new(),
             autorelay: None,
@@ -284,7 +284,7 @@ impl Node {
             listeners: Vec::new(),
             closing: false,
             shutdown_reported: false,
-            pings: HashMap::new(),
+            pings: HashMap::default(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
             wants_write: VecDeque::new(),
@@ -855,7 +855,7 @@ impl Conn {
             expected: None,
             deadline,
             timer: None,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             channel: upgrade::Channel::Clear,
             negotiating_inbound: 0,
             io: io::ConnIo::default(),

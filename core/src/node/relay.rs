@@ -128,17 +128,17 @@ enum Decision {
 #[derive(Debug, Default)]
 pub(super) struct RelayState {
     /// Reservations we hold, by relay, with the connection they live on.
-    pub(super) reservations: hashbrown::HashMap<PeerId, (ConnectionId, Reservation)>,
+    pub(super) reservations: crate::collections::HashMap<PeerId, (ConnectionId, Reservation)>,
     /// Relays we are reserving with.
-    pending_reserve: hashbrown::HashSet<PeerId>,
+    pending_reserve: crate::collections::HashSet<PeerId>,
     /// Relayed connections and their carriers.
-    pub(super) carriers: hashbrown::HashMap<ConnectionId, StreamHandle>,
+    pub(super) carriers: crate::collections::HashMap<ConnectionId, StreamHandle>,
     /// Relayed connections with work for their carrier.
     pub(super) queue: alloc::collections::VecDeque<ConnectionId>,
     /// Streams to pump again (a splice whose partner has room).
     wake: alloc::collections::VecDeque<StreamHandle>,
     /// The deadline registered per relay stream.
-    timers: hashbrown::HashMap<StreamHandle, Instant>,
+    timers: crate::collections::HashMap<StreamHandle, Instant>,
     server: Option<Box<Server>>,
     /// The server's public addresses were set by the application; until
     /// then they follow the listen addresses.

@@ -5,7 +5,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use hashbrown::HashMap;
+use crate::collections::HashMap;
 
 use super::*;
 use crate::identity::Keypair;
@@ -42,7 +42,7 @@ struct Net {
     /// Unconsumed bytes per destination connection (backpressure).
     inbox: HashMap<(usize, ConnectionId), Vec<u8>>,
     /// Connections whose end of file arrived, delivered once the inbox is read.
-    eof: hashbrown::HashSet<(usize, ConnectionId)>,
+    eof: crate::collections::HashSet<(usize, ConnectionId)>,
     events: Vec<Vec<Event>>,
     /// Read size: every delivery is cut into pieces of at most this many bytes.
     chunk: usize,
@@ -56,7 +56,7 @@ impl Net {
 
     fn with_security(n: usize, security: &[Security]) -> Self {
         let mut nodes = Vec::new();
-        let mut listeners = HashMap::new();
+        let mut listeners = HashMap::default();
         for i in 0..n {
             let key = Keypair::from_secret_bytes([i as u8 + 1; 32]);
             let mut config = Config::new(key);
@@ -74,10 +74,10 @@ impl Net {
             latency: Duration::from_millis(5),
             nodes,
             listeners,
-            links: HashMap::new(),
+            links: HashMap::default(),
             wire: VecDeque::new(),
-            inbox: HashMap::new(),
-            eof: hashbrown::HashSet::new(),
+            inbox: HashMap::default(),
+            eof: crate::collections::HashSet::default(),
             events: (0..n).map(|_| Vec::new()).collect(),
             chunk: usize::MAX,
         }
@@ -262,6 +262,7 @@ impl Net {
 }
 
 mod autorelay;
+mod determinism;
 mod liveness;
 mod maintain;
 mod relay;

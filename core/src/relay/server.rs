@@ -31,7 +31,7 @@ use core::hash::Hash;
 use core::net::IpAddr;
 use core::time::Duration;
 
-use hashbrown::HashMap;
+use crate::collections::HashMap;
 
 use super::proto::{Limit, Reservation as ReservationProto};
 use super::{make_voucher, p2p_suffix, CircuitLimit, ServerConfig, Status, WallClock};
@@ -140,11 +140,11 @@ impl Server {
             key,
             clock,
             addrs: Vec::new(),
-            reservations: HashMap::new(),
+            reservations: HashMap::default(),
             expiries: BTreeSet::new(),
-            per_ip: HashMap::new(),
-            circuits: HashMap::new(),
-            circuits_per_peer: HashMap::new(),
+            per_ip: HashMap::default(),
+            circuits: HashMap::default(),
+            circuits_per_peer: HashMap::default(),
             next_circuit: 0,
             peer_rate,
             ip_rate,
@@ -441,7 +441,7 @@ impl<K: Hash + Eq + Copy> TokenBuckets<K> {
             burst,
             interval,
             max,
-            buckets: HashMap::new(),
+            buckets: HashMap::default(),
         }
     }
 

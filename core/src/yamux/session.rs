@@ -4,8 +4,8 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::time::Duration;
 
+use crate::collections::HashMap;
 use bytes::Bytes;
-use hashbrown::HashMap;
 use smallvec::SmallVec;
 
 use super::config::Config;
@@ -245,7 +245,7 @@ impl Session {
             role,
             config,
             now,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             next_id: match role {
                 Role::Client => 1,
                 Role::Server => 2,
