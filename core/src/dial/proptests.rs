@@ -320,10 +320,35 @@ fn sop() -> impl Strategy<Value = SOp> {
 #[derive(Default)]
 struct Model {
     dialing: Vec<PeerId>,
-    resolving: Vec<PeerId>,
+    /// Static lookups and when they count as not found.
+    resolving: Vec<(PeerId, Instant)>,
     connected: Vec<(PeerId, ConnDirection)>,
     dialed: usize,
     statics: Vec<PeerId>,
+}
+
+impl Model {
+    fn is_resolving(&self, p: &PeerId) -> bool {
+        self.resolving.iter().any(|(q, _)| q == p)
+    }
+
+    fn end_lookup(&mut self, p: &PeerId) {
+        self.resolving.retain(|(q, _)| q != p);
+    }
+
+    /// The lookups nobody answered by `now` end as not found, and their tasks.
+    fn expire_lookups(&mut self, now: Instant) {
+        let expired: Vec<PeerId> = self
+            .resolving
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in expired {
+            self.end_lookup(&p);
+            self.dialing.retain(|q| *q != p);
+        }
+    }
 }
 
 fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
@@ -333,6 +358,7 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
     config.bootnodes = (30..33).map(|i| Candidate::new(peer(i))).collect();
     let max_dialed = config.max_dialed_peers();
     let history = config.history_expiration;
+    let resolve_timeout = config.resolve_timeout;
     let mut now = Instant::ZERO;
     let mut s = Scheduler::new(peer(0), config, now).unwrap();
     // Model: when each peer's last dial task started, who is m.dialed / m.connected.
@@ -350,31 +376,31 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
                 scheduler::Action::Dial { peer: p, .. } => {
                     if redial == Some(p) {
                         // The same task m.dialing again after a lookup.
-                        m.resolving.retain(|q| *q != p);
+                        m.end_lookup(&p);
                         continue;
                     }
-                    prop_assert!(p != peer(0), "m.dialed self");
+                    prop_assert!(p != peer(0), "dialed self");
                     prop_assert!(
                         !m.connected.iter().any(|(q, _)| *q == p),
-                        "m.dialed a m.connected peer"
+                        "dialed a connected peer"
                     );
-                    prop_assert!(!m.dialing.contains(&p), "m.dialed twice at once");
+                    prop_assert!(!m.dialing.contains(&p), "dialed twice at once");
                     if let Some(&t) = last_dial.get(&p) {
-                        prop_assert!(now >= t + history, "m.dialed a peer in the history");
+                        prop_assert!(now >= t + history, "dialed a peer in the history");
                     }
                     last_dial.insert(p, now);
                     m.dialing.push(p);
                 }
                 scheduler::Action::Resolve { peer: p } => {
                     // The task goes on: it looks the static node up.
-                    m.resolving.push(p);
+                    m.resolving.push((p, now + resolve_timeout));
                     m.dialing.push(p);
                 }
                 scheduler::Action::FindCandidates { .. } => {}
                 scheduler::Action::Disconnect { peer: p } => {
                     // Only a dynamically m.dialed peer gives way to a static one.
                     let at = m.connected.iter().position(|(q, _)| *q == p);
-                    prop_assert!(at.is_some(), "disconnect of a peer not m.connected");
+                    prop_assert!(at.is_some(), "disconnect of a peer not connected");
                     let (_, dir) = m.connected.swap_remove(at.unwrap());
                     prop_assert_eq!(dir, ConnDirection::Outbound);
                     prop_assert!(!m.statics.contains(&p), "a static peer gave way");
@@ -409,7 +435,7 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
                 let candidates: Vec<PeerId> = m
                     .dialing
                     .iter()
-                    .filter(|p| !m.resolving.contains(p))
+                    .filter(|p| !m.is_resolving(p))
                     .copied()
                     .collect();
                 if !candidates.is_empty() {
@@ -438,13 +464,13 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
             }
             SOp::Resolved(k, found) => {
                 if !m.resolving.is_empty() {
-                    let p = m.resolving[k % m.resolving.len()];
+                    let p = m.resolving[k % m.resolving.len()].0;
                     let ip = found.then(|| core::net::IpAddr::from([1, 2, 3, 4]));
                     s.handle_resolved(now, p, ip).unwrap();
                     if found {
                         redial = Some(p);
                     } else {
-                        m.resolving.retain(|q| *q != p);
+                        m.end_lookup(&p);
                         m.dialing.retain(|q| *q != p);
                     }
                 }
@@ -476,17 +502,16 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
                     }
                     now = now.max(t);
                     s.handle_timeout(now);
+                    m.expire_lookups(now);
                     drain(&mut s, now, None, &mut m)?;
                 }
                 now = to;
                 s.handle_timeout(now);
+                m.expire_lookups(now);
             }
         }
         drain(&mut s, now, redial, &mut m)?;
-        prop_assert!(
-            s.dialed_peers() <= max_dialed,
-            "m.dialed-peer quota exceeded"
-        );
+        prop_assert!(s.dialed_peers() <= max_dialed, "dialed-peer quota exceeded");
         prop_assert_eq!(s.dialed_peers(), m.dialed);
     }
     Ok(())

@@ -174,6 +174,10 @@ pub struct SchedulerConfig {
     /// Ask for lookups of static nodes whose dial failed (go-ethereum does
     /// when it has a resolver, i.e. discovery; default on).
     pub resolve_static: bool,
+    /// A lookup not answered within this long counts as not found, so a
+    /// caller that never answers [`Action::Resolve`] delays the static
+    /// node's redial by this much, not forever (ours: 30 s).
+    pub resolve_timeout: Duration,
     /// IP allow-list (go-ethereum `NetRestrict`); `None` allows all.
     pub net_restrict: Option<NetRestrict>,
     /// Bootnodes, dialed round-robin by the fallback.
@@ -199,6 +203,7 @@ impl Default for SchedulerConfig {
             initial_resolve_delay: Duration::from_secs(60),
             max_resolve_delay: Duration::from_secs(3600),
             resolve_static: true,
+            resolve_timeout: Duration::from_secs(30),
             net_restrict: None,
             bootnodes: Vec::new(),
             max_candidates: 256,
@@ -222,6 +227,9 @@ pub enum SchedulerConfigError {
     /// `initial_resolve_delay` is zero or above `max_resolve_delay`.
     #[error("resolve delays must satisfy 0 < initial <= max")]
     BadResolveDelay,
+    /// `resolve_timeout` is zero.
+    #[error("resolve_timeout must be above zero")]
+    ZeroResolveTimeout,
 }
 
 impl SchedulerConfig {
@@ -229,6 +237,9 @@ impl SchedulerConfig {
     pub fn validate(&self) -> Result<(), SchedulerConfigError> {
         if self.dial_ratio == 0 {
             return Err(SchedulerConfigError::ZeroDialRatio);
+        }
+        if self.resolve_timeout.is_zero() {
+            return Err(SchedulerConfigError::ZeroResolveTimeout);
         }
         for (name, v) in [
             ("max_active_dials", self.max_active_dials),
@@ -389,6 +400,8 @@ enum Phase {
 struct Task {
     kind: DialKind,
     phase: Phase,
+    /// While resolving: when the lookup counts as not found.
+    deadline: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -427,6 +440,8 @@ pub struct Scheduler {
     pool: Vec<PeerId>,
     history: HashMap<PeerId, Instant>,
     history_expiry: BTreeSet<(Instant, PeerId)>,
+    /// Static lookups under way, by the moment they count as not found.
+    resolve_deadlines: BTreeSet<(Instant, PeerId)>,
     candidates: VecDeque<Candidate>,
     bootnodes: VecDeque<Candidate>,
     fallback: Fallback,
@@ -463,6 +478,7 @@ impl Scheduler {
             pool: Vec::new(),
             history: HashMap::default(),
             history_expiry: BTreeSet::new(),
+            resolve_deadlines: BTreeSet::new(),
             candidates: VecDeque::new(),
             bootnodes,
             fallback,
@@ -641,9 +657,12 @@ impl Scheduler {
                     .is_none_or(|at| now.saturating_duration_since(at) >= s.resolve_delay)
             });
         if resolve {
+            let deadline = now + self.config.resolve_timeout;
             if let Some(t) = self.dialing.get_mut(&peer) {
                 t.phase = Phase::Resolving;
+                t.deadline = Some(deadline);
             }
+            self.resolve_deadlines.insert((deadline, peer));
             self.actions.push_back(Action::Resolve { peer });
         } else {
             self.dialing.remove(&peer);
@@ -661,8 +680,12 @@ impl Scheduler {
         peer: PeerId,
         ip: Option<IpAddr>,
     ) -> Result<(), SchedulerError> {
-        match self.dialing.get(&peer) {
-            Some(t) if t.phase == Phase::Resolving => {}
+        match self.dialing.get_mut(&peer) {
+            Some(t) if t.phase == Phase::Resolving => {
+                if let Some(at) = t.deadline.take() {
+                    self.resolve_deadlines.remove(&(at, peer));
+                }
+            }
             _ => return Err(SchedulerError::UnknownTask),
         }
         let max = self.config.max_resolve_delay;
@@ -712,6 +735,14 @@ impl Scheduler {
             self.history_expiry.pop_first();
             self.history.remove(&peer);
             self.update_pool(&peer);
+        }
+        while let Some(&(at, peer)) = self.resolve_deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.resolve_deadlines.pop_first();
+            // Unanswered: not found.
+            let _ = self.handle_resolved(now, peer, None);
         }
         if let Fallback::Waiting(at) = self.fallback {
             if at <= now {
@@ -798,10 +829,8 @@ impl Scheduler {
             Fallback::Waiting(at) => Some(at),
             _ => None,
         };
-        match (history, fallback) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let resolve = self.resolve_deadlines.first().map(|&(at, _)| at);
+        [history, fallback, resolve].into_iter().flatten().min()
     }
 
     // ---- internals ----
@@ -898,6 +927,7 @@ impl Scheduler {
             Task {
                 kind,
                 phase: Phase::Dialing,
+                deadline: None,
             },
         );
         self.actions.push_back(Action::Dial {
@@ -1176,6 +1206,37 @@ mod tests {
         assert_eq!(
             s.handle_connected(at(2), peer(3), ConnDirection::Outbound),
             Err(ConnectError::DialQuotaFull)
+        );
+    }
+
+    #[test]
+    fn an_unanswered_lookup_counts_as_not_found() {
+        let mut c = small();
+        c.history_expiration = Duration::from_secs(5);
+        let mut s = Scheduler::new(peer(0), c, at(0)).unwrap();
+        actions(&mut s);
+        s.add_static(at(0), Candidate::new(peer(1))).unwrap();
+        assert_eq!(dials(&actions(&mut s)), [(peer(1), DialKind::Static)]);
+        s.handle_dial_done(at(0), peer(1), false).unwrap();
+        assert_eq!(actions(&mut s), [Action::Resolve { peer: peer(1) }]);
+        // Nobody answers: at the timeout the task ends as not found and
+        // the static node is dialed again (its history is over by then).
+        assert_eq!(s.poll_timeout(), Some(at(5)));
+        s.handle_timeout(at(5));
+        assert_eq!(s.dialing(), 1, "still waiting for the lookup");
+        assert_eq!(s.poll_timeout(), Some(at(30)));
+        s.handle_timeout(at(30));
+        assert_eq!(dials(&actions(&mut s)), [(peer(1), DialKind::Static)]);
+        assert_eq!(
+            s.handle_resolved(at(31), peer(1), None),
+            Err(SchedulerError::UnknownTask),
+            "a late answer is refused"
+        );
+        let mut bad = small();
+        bad.resolve_timeout = Duration::ZERO;
+        assert_eq!(
+            bad.validate(),
+            Err(SchedulerConfigError::ZeroResolveTimeout)
         );
     }
 

@@ -790,6 +790,8 @@ pub enum Event {
     },
     /// A static peer could not be reached: answer with its current
     /// addresses, or none, by [`Node::resolved`](super::Node::resolved).
+    /// Unanswered, it counts as none after the scheduler's
+    /// `resolve_timeout` (30 s).
     ResolveWanted {
         /// The peer.
         peer: PeerId,
