@@ -85,26 +85,39 @@ impl LineDecoder {
         self.partial.len()
     }
 
-    /// Decodes what `chunk` completes into `out`. On an error the decoder
-    /// must not be used again.
-    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Heartbeat>) -> Result<(), DecodeError> {
+    /// Decodes what `chunk` completes into `out`, keeping at most `room`
+    /// heartbeats there; returns how many more were valid and dropped (a
+    /// peer that sends many tiny heartbeats at once gets no more memory
+    /// than one that sends one). On an error the decoder must not be used
+    /// again.
+    pub fn push(
+        &mut self,
+        chunk: &[u8],
+        out: &mut Vec<Heartbeat>,
+        room: usize,
+    ) -> Result<u64, DecodeError> {
+        let mut sink = Sink {
+            out,
+            room,
+            dropped: 0,
+        };
         let mut rest = chunk;
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
             let (line, tail) = rest.split_at(end);
             rest = &tail[1..];
             if self.partial.is_empty() {
                 self.check_len(line.len())?;
-                decode_line(line, out)?;
+                decode_line(line, &mut sink)?;
             } else {
                 self.check_len(self.partial.len() + line.len())?;
                 self.partial.extend_from_slice(line);
                 let whole = core::mem::take(&mut self.partial);
-                decode_line(&whole, out)?;
+                decode_line(&whole, &mut sink)?;
             }
         }
         self.check_len(self.partial.len() + rest.len())?;
         self.partial.extend_from_slice(rest);
-        Ok(())
+        Ok(sink.dropped)
     }
 
     fn check_len(&self, len: usize) -> Result<(), DecodeError> {
@@ -116,12 +129,21 @@ impl LineDecoder {
     }
 }
 
-/// Every heartbeat on one line (none on a blank one).
-fn decode_line(line: &[u8], out: &mut Vec<Heartbeat>) -> Result<(), DecodeError> {
+/// Where decoded heartbeats go: kept while there is room, counted after.
+struct Sink<'a> {
+    out: &'a mut Vec<Heartbeat>,
+    room: usize,
+    dropped: u64,
+}
+
+/// Every heartbeat on one line (none on a blank one); Go's decoder, like
+/// this one, takes several values on a line.
+fn decode_line(line: &[u8], sink: &mut Sink<'_>) -> Result<(), DecodeError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     for value in serde_json::Deserializer::from_slice(line).into_iter::<Heartbeat>() {
         match value {
-            Ok(hb) => out.push(hb),
+            Ok(hb) if sink.out.len() < sink.room => sink.out.push(hb),
+            Ok(_) => sink.dropped += 1,
             Err(e) => return Err(DecodeError::Malformed { column: e.column() }),
         }
     }
@@ -143,6 +165,12 @@ pub struct AggregatorConfig {
     /// How long a heartbeat counts as fresh, from its receipt: 10 s, three
     /// of go-filecoin's 3 s periods and a second of slack.
     pub metric_ttl: Duration,
+    /// Beats of one stream waiting in the event queue (not yet polled):
+    /// at most 16; more that arrive meanwhile are dropped and counted
+    /// ([`Aggregator::beats_dropped`]). A beater sends one per period, so
+    /// only a flood reaches it, and every beat kept says the peer is alive
+    /// (0 drops them all).
+    pub max_pending_beats: usize,
 }
 
 impl Default for AggregatorConfig {
@@ -153,6 +181,7 @@ impl Default for AggregatorConfig {
             max_streams: 4096,
             metric_name: "heartbeat",
             metric_ttl: Duration::from_secs(10),
+            max_pending_beats: 16,
         }
     }
 }
@@ -212,6 +241,8 @@ pub enum Event {
 struct Inbound {
     peer: PeerId,
     decoder: LineDecoder,
+    /// Its beats in the event queue.
+    pending: usize,
 }
 
 /// Heartbeat streams by key `K` (the node uses its stream handles).
@@ -225,8 +256,10 @@ pub struct Aggregator<K> {
     config: AggregatorConfig,
     streams: BTreeMap<K, Inbound>,
     per_peer: BTreeMap<PeerId, usize>,
-    events: VecDeque<Event>,
+    /// Events, with the stream of each beat (for its pending count).
+    events: VecDeque<(Option<K>, Event)>,
     scratch: Vec<Heartbeat>,
+    beats_dropped: u64,
 }
 
 impl<K: Ord + Copy> Aggregator<K> {
@@ -238,7 +271,13 @@ impl<K: Ord + Copy> Aggregator<K> {
             per_peer: BTreeMap::new(),
             events: VecDeque::new(),
             scratch: Vec::new(),
+            beats_dropped: 0,
         }
+    }
+
+    /// Beats dropped because their stream had `max_pending_beats` waiting.
+    pub fn beats_dropped(&self) -> u64 {
+        self.beats_dropped
     }
 
     /// The configuration.
@@ -266,7 +305,8 @@ impl<K: Ord + Copy> Aggregator<K> {
     pub fn handle_stream_opened(&mut self, key: K, peer: PeerId) -> Result<(), StreamRefused> {
         let opened = self.open(key, peer);
         if let Err(reason) = opened {
-            self.events.push_back(Event::Refused { peer, reason });
+            self.events
+                .push_back((None, Event::Refused { peer, reason }));
         }
         opened
     }
@@ -289,7 +329,12 @@ impl<K: Ord + Copy> Aggregator<K> {
         }
         *count += 1;
         let decoder = LineDecoder::new(self.config.max_line);
-        self.streams.insert(key, Inbound { peer, decoder });
+        let inbound = Inbound {
+            peer,
+            decoder,
+            pending: 0,
+        };
+        self.streams.insert(key, inbound);
         Ok(())
     }
 
@@ -301,22 +346,35 @@ impl<K: Ord + Copy> Aggregator<K> {
             .get_mut(&key)
             .ok_or(DecodeError::UnknownStream)?;
         let peer = inbound.peer;
-        let result = inbound.decoder.push(bytes, &mut self.scratch);
+        let room = self
+            .config
+            .max_pending_beats
+            .saturating_sub(inbound.pending);
+        let result = inbound.decoder.push(bytes, &mut self.scratch, room);
+        inbound.pending += self.scratch.len();
         for heartbeat in self.scratch.drain(..) {
-            self.events.push_back(Event::Beat {
+            let beat = Event::Beat {
                 peer,
                 received: now,
                 heartbeat,
-            });
+            };
+            self.events.push_back((Some(key), beat));
         }
-        if let Err(error) = &result {
-            self.events.push_back(Event::Failed {
-                peer,
-                error: error.clone(),
-            });
-            self.handle_stream_closed(key);
+        match result {
+            Ok(dropped) => {
+                self.beats_dropped += dropped;
+                Ok(())
+            }
+            Err(error) => {
+                let failed = Event::Failed {
+                    peer,
+                    error: error.clone(),
+                };
+                self.events.push_back((None, failed));
+                self.handle_stream_closed(key);
+                Err(error)
+            }
         }
-        result
     }
 
     /// The stream ended (closed, reset, or its connection went). An
@@ -336,7 +394,11 @@ impl<K: Ord + Copy> Aggregator<K> {
     /// What arrived.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let (key, event) = self.events.pop_front()?;
+        if let Some(inbound) = key.and_then(|k| self.streams.get_mut(&k)) {
+            inbound.pending = inbound.pending.saturating_sub(1);
+        }
+        Some(event)
     }
 }
 
@@ -438,6 +500,37 @@ mod tests {
             agg.handle_bytes(T, 2, &long),
             Err(DecodeError::LineTooLong { max: 100 })
         );
+    }
+
+    #[test]
+    fn a_flood_of_tiny_heartbeats_is_held_to_the_pending_bound() {
+        let mut agg = Aggregator::new(AggregatorConfig::default());
+        agg.handle_stream_opened(1, peer(1)).unwrap();
+        agg.handle_stream_opened(2, peer(2)).unwrap();
+        // 10 000 lines of `{}`, then one line of 20 000 values.
+        agg.handle_bytes(T, 1, &b"{}\n".repeat(10_000)).unwrap();
+        let mut line = b"{}".repeat(20_000);
+        line.push(b'\n');
+        agg.handle_bytes(T, 1, &line).unwrap();
+        agg.handle_bytes(T, 2, b"{}\n").unwrap();
+        let beats = |agg: &mut Aggregator<u8>| {
+            let mut n = [0; 2];
+            while let Some(e) = agg.poll_event() {
+                if let Event::Beat { peer: p, .. } = e {
+                    n[usize::from(p != peer(1))] += 1;
+                }
+            }
+            n
+        };
+        assert_eq!(
+            beats(&mut agg),
+            [16, 1],
+            "the other stream is not held back"
+        );
+        assert_eq!(agg.beats_dropped(), 30_000 - 16);
+        // Once polled, the stream has room again.
+        agg.handle_bytes(T, 1, b"{}\n{}\n").unwrap();
+        assert_eq!(beats(&mut agg), [2, 0]);
     }
 
     #[test]
