@@ -20,6 +20,7 @@
 //! and the default: 35 s), so that the restart phase stays short.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -84,13 +85,6 @@ struct Member {
 /// Who is up, for the lookups: `(id, address)` per node, `None` when down.
 type Directory = Arc<Mutex<Vec<Option<(PeerId, Multiaddr)>>>>;
 
-/// What the hosts' event tasks count for the whole mesh.
-#[derive(Default)]
-struct Tally {
-    /// Dials that ended (connected or failed), by any node.
-    dials: u64,
-}
-
 fn key_of(i: usize) -> Keypair {
     let mut secret = [0x5a; 32];
     secret[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
@@ -115,7 +109,8 @@ impl Rng {
 }
 
 /// Answers the host's lookups from the directory and counts its dials.
-fn serve_lookups(host: &Host, me: usize, dir: Directory, tally: Arc<Mutex<Tally>>) {
+/// `dials` counts the dials that ended (connected or failed), by any node.
+fn serve_lookups(host: &Host, me: usize, dir: Directory, dials: Arc<AtomicU64>) {
     let events = host.events();
     let h = host.clone();
     host.spawn(async move {
@@ -150,7 +145,7 @@ fn serve_lookups(host: &Host, me: usize, dir: Directory, tally: Arc<Mutex<Tally>
                     h.resolved(peer, found.into_iter().collect());
                 }
                 Event::Dialed { .. } | Event::DialFailed { .. } => {
-                    tally.lock().expect("not poisoned").dials += 1;
+                    dials.fetch_add(1, Ordering::Relaxed);
                 }
                 _ => {}
             }
@@ -164,7 +159,7 @@ async fn boot(
     members: &mut [Member],
     i: usize,
     dir: &Directory,
-    tally: &Arc<Mutex<Tally>>,
+    dials: &Arc<AtomicU64>,
 ) -> Result<(), String> {
     let mut config = Config::new(members[i].key.clone());
     config.rng_seed = [0; 32];
@@ -179,7 +174,7 @@ async fn boot(
         _ => return Err(format!("node {i}: bound to {bound}, not an IP address")),
     };
     members[i].port = port;
-    serve_lookups(&host, i, dir.clone(), tally.clone());
+    serve_lookups(&host, i, dir.clone(), dials.clone());
     dir.lock().expect("not poisoned")[i] = Some((members[i].id, tcp(port)));
     members[i].host = Some(host);
     Ok(())
@@ -296,7 +291,7 @@ async fn run(args: Args) -> Result<(), String> {
         args.history.as_secs()
     );
     let dir: Directory = Arc::new(Mutex::new(vec![None; n]));
-    let tally = Arc::new(Mutex::new(Tally::default()));
+    let dials = Arc::new(AtomicU64::new(0));
     let mut members: Vec<Member> = (0..n)
         .map(|i| {
             let key = key_of(i);
@@ -311,7 +306,7 @@ async fn run(args: Args) -> Result<(), String> {
     let t0 = Instant::now();
     // Every node listens first, so that each knows its static peer's port.
     for i in 0..n {
-        boot(&mut members, i, &dir, &tally).await?;
+        boot(&mut members, i, &dir, &dials).await?;
     }
     for i in 0..n {
         maintain(&members, i, &args)?;
@@ -343,7 +338,7 @@ async fn run(args: Args) -> Result<(), String> {
             gone.iter().filter(|id| dialed(id)).count()
         })
         .sum();
-    let dials_before = tally.lock().expect("not poisoned").dials;
+    let dials_before = dials.load(Ordering::Relaxed);
     let kill_at = Instant::now();
     let mut shutdowns = Vec::new();
     for &k in &killed {
@@ -357,7 +352,7 @@ async fn run(args: Args) -> Result<(), String> {
     for s in shutdowns {
         s.await;
     }
-    let refill_dials = tally.lock().expect("not poisoned").dials - dials_before;
+    let refill_dials = dials.load(Ordering::Relaxed) - dials_before;
     println!(
         "refilled in {:.2} s: {refill_dials} dials for {lost} lost dial slots",
         refilled.as_secs_f64()
@@ -366,7 +361,7 @@ async fn run(args: Args) -> Result<(), String> {
     println!("restarting them");
     let restart_at = Instant::now();
     for &k in &killed {
-        boot(&mut members, k, &dir, &tally).await?;
+        boot(&mut members, k, &dir, &dials).await?;
         maintain(&members, k, &args)?;
     }
     let times = (t0, restart_at);
