@@ -327,6 +327,9 @@ pub struct HostInfo {
     pub up: bool,
     /// How many times it was restarted.
     pub generation: u32,
+    /// Its side of the current partitions (0 when there are none): hosts
+    /// of different groups cannot reach each other.
+    pub group: u32,
 }
 
 /// Every host's identity, address and state: what a template's callbacks
@@ -516,7 +519,6 @@ struct Host {
     key: [u8; 32],
     listening: bool,
     timer: Option<Instant>,
-    group: u32,
     fault: Option<Fault>,
     stats: HostStats,
 }
@@ -605,6 +607,7 @@ impl Sim {
             region: template.region,
             up: false,
             generation: 0,
+            group: 0,
         });
         self.hosts.push(Host {
             node: None,
@@ -612,7 +615,6 @@ impl Sim {
             key,
             listening: false,
             timer: None,
-            group: 0,
             fault: None,
             stats: HostStats::default(),
         });
@@ -762,16 +764,16 @@ impl Sim {
     /// between the two sides wait; connections across are reset after
     /// [`NetConfig::partition_timeout`] unless healed first.
     pub fn partition(&mut self, side: impl IntoIterator<Item = HostId>) {
-        let group = self.hosts.iter().map(|h| h.group).max().unwrap_or(0) + 1;
+        let group = self.dir.hosts.iter().map(|h| h.group).max().unwrap_or(0) + 1;
         for h in side {
-            self.hosts[h.index()].group = group;
+            self.dir.hosts[h.index()].group = group;
         }
         self.partition_epoch += 1;
         let epoch = self.partition_epoch;
         let cut: Vec<End> = self
             .links
             .iter()
-            .filter(|(a, l)| a < &&l.peer && self.crosses(a.host, l.peer.host))
+            .filter(|(a, l)| self.crosses(a.host, l.peer.host))
             .map(|(a, _)| *a)
             .collect();
         let at = self.now + self.net.partition_timeout;
@@ -782,7 +784,7 @@ impl Sim {
 
     /// Ends every partition: waiting bytes arrive one latency later.
     pub fn heal(&mut self) {
-        for h in &mut self.hosts {
+        for h in &mut self.dir.hosts {
             h.group = 0;
         }
         self.partition_epoch += 1;
@@ -955,7 +957,7 @@ impl Sim {
     }
 
     fn crosses(&self, a: HostId, b: HostId) -> bool {
-        self.hosts[a.index()].group != self.hosts[b.index()].group
+        self.dir.get(a).group != self.dir.get(b).group
     }
 
     fn current(&self, end: End) -> bool {
@@ -1176,6 +1178,15 @@ impl Sim {
                 }
             }
             Item::SynAck { to, peer, latency } => {
+                if self.crosses(to.host, peer.host) {
+                    // Lost in the cut: the listener's half-open end gives
+                    // up like any connection across it; the dialer's
+                    // attempt times out.
+                    let epoch = self.partition_epoch;
+                    let at = now + self.net.partition_timeout;
+                    self.push(at, Item::PartitionTimeout { a: peer, epoch });
+                    return;
+                }
                 if !self.current(to) {
                     // The dialer is gone: the listener sees a reset.
                     if self.links.remove(&peer).is_some() {
@@ -1244,6 +1255,7 @@ impl Sim {
     /// The network drops the connection: both ends see a reset now.
     fn reset_both(&mut self, a: End) {
         let now = self.now;
+
         let Some(link) = self.links.remove(&a) else {
             return;
         };
