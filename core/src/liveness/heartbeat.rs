@@ -184,7 +184,9 @@ pub struct BeaterConfig {
     pub error_every: Duration,
     /// Written into beats whose nickname is empty.
     pub nickname: String,
-    /// Seeds the jitter.
+    /// Seeds the jitter. [`Node::start_heartbeat`](crate::node::Node::start_heartbeat)
+    /// mixes a draw of the node's RNG into it, so that nodes keeping the
+    /// default still jitter apart.
     pub rng_seed: u64,
 }
 

@@ -111,6 +111,11 @@ impl Node {
         if config.target.is_empty() {
             return Ok(None);
         }
+        // The node's RNG is mixed in: nodes that keep the default seed must
+        // not all draw the same jitter (a restarted aggregator would see
+        // every beater come back in the same instant).
+        let mut config = config;
+        config.rng_seed ^= rand_core::Rng::next_u64(&mut self.rng);
         let beater = Beater::new(now, config, self.local_peer)?;
         let beat = BeatId(self.fresh_id());
         self.liveness

@@ -1,0 +1,4 @@
+//! Scenarios shared by the tests and the bench (each test file uses some).
+#![allow(dead_code)]
+
+pub mod mesh;
