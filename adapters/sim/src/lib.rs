@@ -302,6 +302,15 @@ impl SimRng {
         self.0.next_u64()
     }
 
+    /// Moves `k` (at most all) elements of `pool`, picked uniformly, to
+    /// its front in random order (a partial Fisher-Yates shuffle).
+    pub fn shuffle_prefix<T>(&mut self, pool: &mut [T], k: usize) {
+        for i in 0..k.min(pool.len()) {
+            let j = i + self.below((pool.len() - i) as u64) as usize;
+            pool.swap(i, j);
+        }
+    }
+
     /// Up to `max`, uniformly.
     pub fn duration_up_to(&mut self, max: Duration) -> Duration {
         let ns = max.as_nanos() as u64;
@@ -371,8 +380,11 @@ impl Directory {
             .map(|(i, h)| (HostId(i as u32), h))
     }
 
-    /// Up to `n` distinct random hosts that are up, other than `except`,
-    /// as lookup answers (peer id and address).
+    /// Up to `n` distinct random hosts that are up, pass `filter` and are
+    /// not `except`, as lookup answers (peer id and address). Hosts are
+    /// drawn by index, so a call costs about `n` draws; when draws find too
+    /// few (few hosts qualify) it falls back to a scan, so it returns
+    /// fewer than `n` only when fewer qualify.
     pub fn sample(
         &self,
         rng: &mut SimRng,
@@ -380,25 +392,39 @@ impl Directory {
         except: HostId,
         filter: impl Fn(&HostInfo) -> bool,
     ) -> Vec<(PeerId, Vec<Vec<u8>>)> {
-        let mut out = Vec::with_capacity(n);
-        let mut picked = BTreeSet::new();
-        let len = self.hosts.len() as u64;
-        if len == 0 {
-            return out;
-        }
-        // Bounded tries: a directory where few hosts qualify gives fewer.
-        for _ in 0..n.saturating_mul(4) {
-            if out.len() == n {
-                break;
-            }
-            let h = HostId(rng.below(len) as u32);
+        let ok = |h: HostId| {
             let info = &self.hosts[h.index()];
-            if h == except || !info.up || !filter(info) || !picked.insert(h) {
-                continue;
+            h != except && info.up && filter(info)
+        };
+        let len = self.hosts.len() as u64;
+        let mut picked: Vec<HostId> = Vec::with_capacity(n);
+        if len > 0 {
+            for _ in 0..n.saturating_mul(4) {
+                if picked.len() == n {
+                    break;
+                }
+                let h = HostId(rng.below(len) as u32);
+                if ok(h) && !picked.contains(&h) {
+                    picked.push(h);
+                }
             }
-            out.push((info.peer, vec![info.addr.clone()]));
         }
-        out
+        if picked.len() < n {
+            let mut pool: Vec<HostId> = (0..len as u32)
+                .map(HostId)
+                .filter(|&h| ok(h) && !picked.contains(&h))
+                .collect();
+            let more = (n - picked.len()).min(pool.len());
+            rng.shuffle_prefix(&mut pool, more);
+            picked.extend_from_slice(&pool[..more]);
+        }
+        picked
+            .into_iter()
+            .map(|h| {
+                let info = &self.hosts[h.index()];
+                (info.peer, vec![info.addr.clone()])
+            })
+            .collect()
     }
 
     /// The relay and reservation clock of this simulation.

@@ -356,3 +356,25 @@ fn a_hostile_host_gets_typed_failures_and_harms_no_one_else() {
         assert!(failures >= bad.len(), "{fault:?}: {failures} failures");
     }
 }
+
+#[test]
+fn a_directory_sample_finds_the_few_hosts_that_qualify() {
+    let mut sim = Sim::new(9, NetConfig::default());
+    let hosts = sim.add_hosts(400, &Template::new());
+    sim.run_for(Duration::from_millis(1));
+    let me = hosts[0];
+    // Two qualify out of 400 (hosts 6 and 262, addresses x.0.0.7 and
+    // x.0.1.7): random draws alone would mostly miss them.
+    let few = |h: &sansp2p_sim::HostInfo| h.addr[4] == 7;
+    let mut rng = sim.rng().clone();
+    let found = sim.directory().sample(&mut rng, 5, me, few);
+    let found: Vec<PeerId> = found.into_iter().map(|(p, _)| p).collect();
+    assert_eq!(found.len(), 2);
+    for h in [hosts[6], hosts[262]] {
+        assert!(found.contains(&sim.peer_id(h)));
+    }
+    let all = sim.directory().sample(&mut rng, 1000, me, |_| true);
+    assert_eq!(all.len(), 399, "everyone but me");
+    let distinct: std::collections::BTreeSet<_> = all.iter().map(|(p, _)| *p).collect();
+    assert_eq!(distinct.len(), 399);
+}
