@@ -821,6 +821,13 @@ impl Sim {
         }
     }
 
+    /// Puts the host behind a NAT (`true`) or in public (`false`) from now
+    /// on: its reachability changes, its connections stay. Its address is
+    /// kept; only whether outsiders' SYNs reach it changes.
+    pub fn set_private(&mut self, host: HostId, private: bool) {
+        self.dir.hosts[host.index()].private = private;
+    }
+
     /// Makes the host hostile: `fault` applies to every byte it sends from
     /// now on (`None` makes it honest again).
     pub fn set_fault(&mut self, host: HostId, fault: Option<Fault>) {

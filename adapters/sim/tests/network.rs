@@ -378,3 +378,26 @@ fn a_directory_sample_finds_the_few_hosts_that_qualify() {
     let distinct: std::collections::BTreeSet<_> = all.iter().map(|(p, _)| *p).collect();
     assert_eq!(distinct.len(), 399);
 }
+
+#[test]
+fn a_host_that_goes_behind_a_nat_keeps_its_connections_but_takes_no_new_ones() {
+    let mut sim = Sim::new(10, NetConfig::default());
+    let server = sim.add_host(&Template::new());
+    let first = sim.add_host(&dialer(target(&sim, server)));
+    sim.run_until(Duration::from_secs(5), |s| connected(s, first, server))
+        .unwrap();
+    sim.set_private(server, true);
+    let late = sim.add_host(&dialer(target(&sim, server)));
+    sim.run_for(Duration::from_secs(20));
+    assert!(connected(&sim, first, server));
+    assert!(!connected(&sim, late, server));
+    sim.set_private(server, false);
+    let now = sim.now();
+    let t = target(&sim, server);
+    sim.node_mut(late)
+        .unwrap()
+        .dial(now, Some(t.0), vec![t.1])
+        .unwrap();
+    sim.run_until(Duration::from_secs(5), |s| connected(s, late, server))
+        .expect("public again");
+}
