@@ -11,8 +11,10 @@
 //! - [`Scheduler`]: random candidates, static nodes, connections, dial
 //!   results, lookups and clock jumps. Checked: the dialed-peer count never
 //!   exceeds the quota, no dial task starts for a peer dialed less than
-//!   35 s ago (model history), for ourselves or for a connected peer, and
-//!   dials at once never exceed `max_active_dials`.
+//!   35 s ago (model history), for ourselves or for a connected peer,
+//!   dials at once never exceed `max_active_dials`, one lookup runs at a
+//!   time, and none starts within `lookup_hold` of a lookup that brought no
+//!   dialable candidate.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -316,10 +318,16 @@ fn sop() -> impl Strategy<Value = SOp> {
 }
 
 /// What the scheduler model knows: dials running, static lookups, who is
-/// connected and how, the dialed count and the static nodes.
+/// connected and how, the dialed count, the static nodes, when each peer's
+/// last dial task started, and the discovery lookups.
 #[derive(Default)]
 struct Model {
     dialing: Vec<PeerId>,
+    last_dial: HashMap<PeerId, Instant>,
+    /// A discovery lookup runs; `true` once it brought a dialable candidate.
+    lookup: Option<bool>,
+    /// No lookup may start before this instant.
+    lookup_hold: Option<Instant>,
     /// Static lookups and when they count as not found.
     resolving: Vec<(PeerId, Instant)>,
     connected: Vec<(PeerId, ConnDirection)>,
@@ -330,6 +338,14 @@ struct Model {
 impl Model {
     fn is_resolving(&self, p: &PeerId) -> bool {
         self.resolving.iter().any(|(q, _)| q == p)
+    }
+
+    /// Whether the scheduler's `check_dial` accepts `p` at `now`.
+    fn dialable(&self, p: &PeerId, now: Instant, history: Duration) -> bool {
+        *p != peer(0)
+            && !self.dialing.contains(p)
+            && !self.connected.iter().any(|(q, _)| q == p)
+            && self.last_dial.get(p).is_none_or(|&t| now >= t + history)
     }
 
     fn end_lookup(&mut self, p: &PeerId) {
@@ -359,17 +375,16 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
     let max_dialed = config.max_dialed_peers();
     let history = config.history_expiration;
     let resolve_timeout = config.resolve_timeout;
+    let lookup_hold = config.lookup_hold;
     let mut now = Instant::ZERO;
     let mut s = Scheduler::new(peer(0), config, now).unwrap();
-    // Model: when each peer's last dial task started, who is m.dialed / m.connected.
-    let mut last_dial: HashMap<PeerId, Instant> = HashMap::default();
     let mut m = Model::default();
     let mut log = String::new();
 
-    let mut drain = |s: &mut Scheduler,
-                     now: Instant,
-                     redial: Option<PeerId>,
-                     m: &mut Model|
+    let drain = |s: &mut Scheduler,
+                 now: Instant,
+                 redial: Option<PeerId>,
+                 m: &mut Model|
      -> Result<(), TestCaseError> {
         while let Some(a) = s.poll_action() {
             match a {
@@ -385,10 +400,10 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
                         "dialed a connected peer"
                     );
                     prop_assert!(!m.dialing.contains(&p), "dialed twice at once");
-                    if let Some(&t) = last_dial.get(&p) {
+                    if let Some(&t) = m.last_dial.get(&p) {
                         prop_assert!(now >= t + history, "dialed a peer in the history");
                     }
-                    last_dial.insert(p, now);
+                    m.last_dial.insert(p, now);
                     m.dialing.push(p);
                 }
                 scheduler::Action::Resolve { peer: p } => {
@@ -396,7 +411,14 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
                     m.resolving.push((p, now + resolve_timeout));
                     m.dialing.push(p);
                 }
-                scheduler::Action::FindCandidates { .. } => {}
+                scheduler::Action::FindCandidates { .. } => {
+                    prop_assert!(m.lookup.is_none(), "two lookups at once");
+                    prop_assert!(
+                        m.lookup_hold.is_none_or(|t| now >= t),
+                        "a lookup during the hold"
+                    );
+                    m.lookup = Some(false);
+                }
                 scheduler::Action::Disconnect { peer: p } => {
                     // Only a dynamically m.dialed peer gives way to a static one.
                     let at = m.connected.iter().position(|(q, _)| *q == p);
@@ -420,10 +442,13 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
         let mut redial = None;
         match op {
             SOp::Candidates(ps) => {
-                s.add_candidates(
-                    now,
-                    ps.into_iter().map(|i| Candidate::new(peer(u64::from(i)))),
-                );
+                let ps: Vec<PeerId> = ps.into_iter().map(|i| peer(u64::from(i))).collect();
+                // Judged before the scheduler dials any of them.
+                let dialable: Vec<bool> = ps.iter().map(|p| m.dialable(p, now, history)).collect();
+                let taken = s.add_candidates(now, ps.into_iter().map(Candidate::new));
+                if let Some(fed) = m.lookup.as_mut() {
+                    *fed |= dialable[..taken].iter().any(|d| *d);
+                }
             }
             SOp::AddStatic(i) => {
                 let p = peer(u64::from(i) + 1);
@@ -493,7 +518,12 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
                     s.handle_disconnected(now, p);
                 }
             }
-            SOp::LookupDone => s.handle_lookup_done(now),
+            SOp::LookupDone => {
+                s.handle_lookup_done(now);
+                if m.lookup.take() == Some(false) {
+                    m.lookup_hold = Some(now + lookup_hold);
+                }
+            }
             SOp::Advance(ms) => {
                 let to = now + Duration::from_millis(u64::from(ms));
                 while let Some(t) = s.poll_timeout() {
@@ -511,6 +541,17 @@ fn run_scheduler(ops: Vec<SOp>) -> Result<(), TestCaseError> {
             }
         }
         drain(&mut s, now, redial, &mut m)?;
+        // Not held, nothing running: free slots the buffer cannot fill
+        // start a lookup.
+        let free = s.free_slots();
+        if m.lookup.is_none() && m.lookup_hold.is_none_or(|t| now >= t) {
+            prop_assert!(
+                free <= 0 || s.candidates() as isize >= free,
+                "no lookup for {} free slots",
+                free
+            );
+        }
+        prop_assert_eq!(s.lookup_running(), m.lookup.is_some());
         prop_assert!(s.dialed_peers() <= max_dialed, "dialed-peer quota exceeded");
         prop_assert_eq!(s.dialed_peers(), m.dialed);
     }

@@ -27,7 +27,11 @@
 //!   round-robin. Then dynamic candidates fed by the application
 //!   ([`Scheduler::add_candidates`]); when fewer are buffered than there are
 //!   free slots, one [`Action::FindCandidates`] (a discovery lookup) is asked
-//!   for until [`Scheduler::handle_lookup_done`].
+//!   for until [`Scheduler::handle_lookup_done`]. A lookup that brought no
+//!   candidate `check_dial` accepts holds the next one for `lookup_hold`
+//!   (1 s): a caller answering at once with nothing new would otherwise be
+//!   asked again at the same instant, forever (go-ethereum's lookups block
+//!   on the network; an in-memory answer does not).
 //! - **`check_dial`** refuses, with a typed [`SkipReason`]: ourselves, peers
 //!   being dialed, connected, or with a pending inbound connection, IPs
 //!   outside the `net_restrict` allow-list, and peers dialed within
@@ -178,6 +182,14 @@ pub struct SchedulerConfig {
     /// caller that never answers [`Action::Resolve`] delays the static
     /// node's redial by this much, not forever (ours: 30 s).
     pub resolve_timeout: Duration,
+    /// How long a lookup that brought no dialable candidate holds the next
+    /// one (ours: 1 s). Without it, a caller that answers
+    /// [`Action::FindCandidates`] at once with peers already connected,
+    /// being dialed, recently dialed or ourselves is asked again at the
+    /// same instant, forever: a busy loop. A lookup that brought one
+    /// lets the next start at once. The hold delays only lookups:
+    /// candidates added meanwhile and freed slots are used as usual.
+    pub lookup_hold: Duration,
     /// IP allow-list (go-ethereum `NetRestrict`); `None` allows all.
     pub net_restrict: Option<NetRestrict>,
     /// Bootnodes, dialed round-robin by the fallback.
@@ -204,6 +216,7 @@ impl Default for SchedulerConfig {
             max_resolve_delay: Duration::from_secs(3600),
             resolve_static: true,
             resolve_timeout: Duration::from_secs(30),
+            lookup_hold: Duration::from_secs(1),
             net_restrict: None,
             bootnodes: Vec::new(),
             max_candidates: 256,
@@ -230,6 +243,9 @@ pub enum SchedulerConfigError {
     /// `resolve_timeout` is zero.
     #[error("resolve_timeout must be above zero")]
     ZeroResolveTimeout,
+    /// `lookup_hold` is zero (it would not stop the busy loop it is for).
+    #[error("lookup_hold must be above zero")]
+    ZeroLookupHold,
 }
 
 impl SchedulerConfig {
@@ -240,6 +256,9 @@ impl SchedulerConfig {
         }
         if self.resolve_timeout.is_zero() {
             return Err(SchedulerConfigError::ZeroResolveTimeout);
+        }
+        if self.lookup_hold.is_zero() {
+            return Err(SchedulerConfigError::ZeroLookupHold);
         }
         for (name, v) in [
             ("max_active_dials", self.max_active_dials),
@@ -446,6 +465,11 @@ pub struct Scheduler {
     bootnodes: VecDeque<Candidate>,
     fallback: Fallback,
     lookup_running: bool,
+    /// The running lookup brought a candidate `check_dial` accepted.
+    lookup_fed: bool,
+    /// No lookup starts before this instant (set by a lookup that brought
+    /// no dialable candidate).
+    lookup_hold: Option<Instant>,
     rng: u64,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
@@ -483,6 +507,8 @@ impl Scheduler {
             bootnodes,
             fallback,
             lookup_running: false,
+            lookup_fed: false,
+            lookup_hold: None,
             actions: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -510,6 +536,11 @@ impl Scheduler {
     /// Peers connected.
     pub fn connected_peers(&self) -> usize {
         self.peers.len()
+    }
+
+    /// The connected peers, each with the direction it is counted in.
+    pub fn connected(&self) -> impl Iterator<Item = (PeerId, ConnDirection)> + '_ {
+        self.peers.iter().map(|(p, d)| (*p, *d))
     }
 
     /// Dial (and static lookup) tasks running.
@@ -720,10 +751,21 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The discovery lookup asked by [`Action::FindCandidates`] ended.
+    /// The discovery lookup asked by [`Action::FindCandidates`] ended. If
+    /// it brought no candidate that [`check_dial`](Self::check_dial)
+    /// accepted, the next lookup waits `lookup_hold`.
     pub fn handle_lookup_done(&mut self, now: Instant) {
+        if self.lookup_running && !self.lookup_fed {
+            self.lookup_hold = Some(now + self.config.lookup_hold);
+        }
         self.lookup_running = false;
+        self.lookup_fed = false;
         self.fill(now);
+    }
+
+    /// Whether a lookup is asked for and not done yet.
+    pub fn lookup_running(&self) -> bool {
+        self.lookup_running
     }
 
     /// Expires the history and starts the bootnode fallback when due.
@@ -748,6 +790,9 @@ impl Scheduler {
             if at <= now {
                 self.fallback = Fallback::Active;
             }
+        }
+        if self.lookup_hold.is_some_and(|at| at <= now) {
+            self.lookup_hold = None;
         }
         self.fill(now);
     }
@@ -789,7 +834,9 @@ impl Scheduler {
     }
 
     /// Buffers dynamic candidates (beyond `max_candidates` they are
-    /// dropped); returns how many were taken.
+    /// dropped); returns how many were taken. One that
+    /// [`check_dial`](Self::check_dial) accepts, taken while a lookup runs,
+    /// lets the next lookup start without `lookup_hold`.
     pub fn add_candidates(
         &mut self,
         now: Instant,
@@ -799,6 +846,9 @@ impl Scheduler {
         for c in candidates {
             if self.candidates.len() >= self.config.max_candidates {
                 break;
+            }
+            if self.lookup_running && !self.lookup_fed && self.check_dial(&c).is_ok() {
+                self.lookup_fed = true;
             }
             self.candidates.push_back(c);
             taken += 1;
@@ -830,7 +880,10 @@ impl Scheduler {
             _ => None,
         };
         let resolve = self.resolve_deadlines.first().map(|&(at, _)| at);
-        [history, fallback, resolve].into_iter().flatten().min()
+        [history, fallback, resolve, self.lookup_hold]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ---- internals ----
@@ -908,7 +961,14 @@ impl Scheduler {
                 }),
             }
         }
-        if slots > 0 && (self.candidates.len() as isize) < slots && !self.lookup_running {
+        if self.lookup_hold.is_some_and(|at| at <= now) {
+            self.lookup_hold = None;
+        }
+        if slots > 0
+            && (self.candidates.len() as isize) < slots
+            && !self.lookup_running
+            && self.lookup_hold.is_none()
+        {
             self.lookup_running = true;
             self.actions.push_back(Action::FindCandidates {
                 want: slots as usize - self.candidates.len(),
@@ -1052,6 +1112,61 @@ mod tests {
         // The lookup ends; the buffer (4 left) covers no free slot: no new lookup.
         s.handle_lookup_done(at(2));
         assert!(actions(&mut s).is_empty());
+    }
+
+    #[test]
+    fn a_lookup_that_brings_nothing_dialable_holds_the_next_one() {
+        let mut s = Scheduler::new(peer(0), small(), at(0)).unwrap();
+        s.handle_connected(at(0), peer(1), ConnDirection::Inbound)
+            .unwrap();
+        // Every lookup is answered at once with ourselves and a connected
+        // peer. Without the hold this loop would never end on its own.
+        let mut lookups = 0;
+        for _ in 0..100 {
+            let a = actions(&mut s);
+            if !a.iter().any(|a| matches!(a, Action::FindCandidates { .. })) {
+                break;
+            }
+            lookups += 1;
+            s.add_candidates(at(0), [Candidate::new(peer(0)), Candidate::new(peer(1))]);
+            s.handle_lookup_done(at(0));
+        }
+        assert_eq!(lookups, 1, "one lookup at the same instant");
+        assert!(!s.lookup_running());
+        // The hold is the scheduler's deadline; it ends there, not before.
+        let hold = at(0) + Duration::from_secs(1);
+        assert_eq!(s.poll_timeout(), Some(hold));
+        s.handle_timeout(hold - Duration::from_millis(1));
+        assert!(actions(&mut s).is_empty());
+        // Candidates added during the hold are dialed all the same.
+        s.add_candidates(at(0), [Candidate::new(peer(2))]);
+        assert_eq!(
+            actions(&mut s),
+            [Action::Dial {
+                peer: peer(2),
+                ip: None,
+                kind: DialKind::Dynamic
+            }],
+            "the dial, no lookup"
+        );
+        s.handle_timeout(hold);
+        assert_eq!(actions(&mut s), [Action::FindCandidates { want: 3 }]);
+        // A lookup that brings a dialable candidate lets the next one
+        // start at once.
+        s.add_candidates(hold, [Candidate::new(peer(3))]);
+        assert_eq!(dials(&actions(&mut s)), [(peer(3), DialKind::Dynamic)]);
+        s.handle_lookup_done(hold);
+        assert_eq!(actions(&mut s), [Action::FindCandidates { want: 2 }]);
+        // A fruitless one holds again; a done with no lookup running
+        // changes nothing.
+        s.add_candidates(hold, [Candidate::new(peer(1))]);
+        s.handle_lookup_done(hold);
+        s.handle_lookup_done(hold);
+        assert!(actions(&mut s).is_empty());
+        assert_eq!(s.poll_timeout(), Some(hold + Duration::from_secs(1)));
+        let mut bad = small();
+        bad.lookup_hold = Duration::ZERO;
+        assert_eq!(bad.validate(), Err(SchedulerConfigError::ZeroLookupHold));
     }
 
     #[test]
