@@ -1,7 +1,8 @@
 //! Peer maintenance on a mesh of real nodes in one process, over loopback
 //! TCP: every node keeps up to `--max-peers` peers (one in three dialed by
 //! itself, as go-ethereum's default), with two bootnodes and one static
-//! peer each (node `i` keeps node `i + 1`).
+//! peer each (node `i` keeps node `i + 1`, which trusts node `i` in turn, so
+//! that it lets node `i` in even with its inbound share full).
 //!
 //! ```text
 //! mesh [--nodes N] [--max-peers N] [--history-s N]
@@ -181,7 +182,7 @@ async fn boot(
 }
 
 /// Turns peer maintenance on for node `i`: its static peer is node
-/// `i + 1`, its bootnodes nodes 0 and 1.
+/// `i + 1`, its trusted peer node `i - 1`, its bootnodes nodes 0 and 1.
 fn maintain(members: &[Member], i: usize, args: &Args) -> Result<(), String> {
     let n = members.len();
     let entry = |j: usize| (members[j].id, vec![tcp(members[j].port).to_vec()]);
@@ -191,6 +192,9 @@ fn maintain(members: &[Member], i: usize, args: &Args) -> Result<(), String> {
     let mut config = MaintainConfig::default();
     config.scheduler = scheduler;
     config.static_peers = vec![entry((i + 1) % n)];
+    // Node i - 1 keeps this one as a static peer: trusted, its redials are
+    // let in even while other nodes' dials fill the inbound share.
+    config.trusted_peers = vec![members[(i + n - 1) % n].id];
     config.bootnodes = [0, 1].into_iter().filter(|&b| b != i).map(entry).collect();
     config.rng_seed = i as u64;
     let host = members[i].host.as_ref().expect("booted");

@@ -16,10 +16,15 @@
 //! Quotas, as go-ethereum's: at most `max_peers / dial_ratio` dialed
 //! peers and the rest inbound. A dialed connection beyond its quota and an
 //! inbound one beyond `max_peers - max_dialed` are closed with
-//! [`CloseReason::PeerQuota`](super::CloseReason::PeerQuota); static peers
-//! are protected (tag `static`) and never refused, and a static peer we
-//! dial while dynamic peers fill the dialed quota closes one of those
-//! (also `PeerQuota`), so the total stays within `max_peers`.
+//! [`CloseReason::PeerQuota`](super::CloseReason::PeerQuota). Protected
+//! peers (static peers carry the tag `static`, trusted peers `trusted`) are
+//! never refused: a static peer we dial while dynamic peers fill the
+//! dialed quota closes one of those, and a protected peer that dials us
+//! while the inbound share is full closes the unprotected inbound peer with
+//! the lowest id (both `PeerQuota`), so the total stays within `max_peers`.
+//! Trusted peers are go-ethereum's `TrustedNodes`: the peers that keep *us*
+//! as a static peer must be trusted here, or a busy node refuses their
+//! redials for as long as its inbound share stays full.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -40,6 +45,9 @@ use crate::time::Instant;
 /// The protection tag of static peers.
 pub const STATIC_TAG: &str = "static";
 
+/// The protection tag of trusted peers ([`MaintainConfig::trusted_peers`]).
+pub const TRUSTED_TAG: &str = "trusted";
+
 /// What [`Node::enable_peer_maintenance`] keeps.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -53,6 +61,14 @@ pub struct MaintainConfig {
     /// Dialled round-robin when there have been no peers for
     /// `scheduler.fallback_interval`.
     pub bootnodes: Vec<(PeerId, Vec<Vec<u8>>)>,
+    /// Peers never refused for the peer quota (go-ethereum's
+    /// `TrustedNodes`), not dialled by us: protected with
+    /// [`TRUSTED_TAG`], so one that dials us while the inbound share is
+    /// full takes the place of an unprotected inbound peer. List here the
+    /// peers that keep this node as a static peer: a node cannot tell a
+    /// static dial from a dynamic one, and refuses the first like the
+    /// second when its inbound share is full, at every redial.
+    pub trusted_peers: Vec<PeerId>,
     /// The peer store's bounds.
     pub store: PeerStoreConfig,
     /// Seeds the store's random picks.
@@ -65,6 +81,7 @@ impl Default for MaintainConfig {
             scheduler: SchedulerConfig::default(),
             static_peers: Vec::new(),
             bootnodes: Vec::new(),
+            trusted_peers: Vec::new(),
             store: PeerStoreConfig::default(),
             rng_seed: 0x6d61_696e_7461_696e,
         }
@@ -149,6 +166,11 @@ impl Node {
         }
         for (peer, _) in &config.static_peers {
             self.protect(*peer, STATIC_TAG);
+        }
+        for peer in &config.trusted_peers {
+            if *peer != self.local_peer {
+                self.protect(*peer, TRUSTED_TAG);
+            }
         }
         // Peers connected already.
         let connected: Vec<(PeerId, ConnDirection)> = self
@@ -315,7 +337,8 @@ impl Node {
     }
 
     /// A connection is up: the store keeps its address; a first connection
-    /// counts against its quota, and one beyond it is closed.
+    /// counts against its quota, and one beyond it is closed unless the
+    /// peer is protected.
     fn maintain_connected(
         &mut self,
         now: Instant,
@@ -343,28 +366,56 @@ impl Node {
         } else {
             ConnDirection::Inbound
         };
-        let config = m.scheduler.config();
-        let inbound_quota = config
-            .max_peers
-            .saturating_sub(m.scheduler.max_dialed_peers());
-        let inbound_now = m
-            .scheduler
-            .connected_peers()
-            .saturating_sub(m.scheduler.dialed_peers());
-        if direction == ConnDirection::Inbound && !protected && inbound_now >= inbound_quota {
-            self.close_for_quota(conn);
+        if direction == ConnDirection::Inbound {
+            self.admit_inbound(now, conn, peer, protected);
             return;
         }
         match m.scheduler.handle_connected(now, peer, direction) {
             Err(ConnectError::DialQuotaFull) if !protected => self.close_for_quota(conn),
-            Err(ConnectError::DialQuotaFull) => {
-                // A static peer over the quota (it dialled us first, say):
-                // kept, and counted as inbound.
-                let _ = m
-                    .scheduler
-                    .handle_connected(now, peer, ConnDirection::Inbound);
-            }
+            // A protected peer over the dialed quota (a static peer that
+            // dialled us first, say): kept, and counted as inbound.
+            Err(ConnectError::DialQuotaFull) => self.admit_inbound(now, conn, peer, true),
             _ => {}
+        }
+    }
+
+    /// Counts `peer` as inbound. With the inbound share full, an
+    /// unprotected peer is refused; a protected one closes the unprotected
+    /// inbound peer with the lowest id, or, with none left, is kept beyond
+    /// the share (go-ethereum lets trusted peers exceed `MaxPeers`).
+    fn admit_inbound(&mut self, now: Instant, conn: ConnectionId, peer: PeerId, protected: bool) {
+        let Some(m) = self.maintain.as_ref() else {
+            return;
+        };
+        let s = &m.scheduler;
+        let quota = s.config().max_peers.saturating_sub(s.max_dialed_peers());
+        let inbound = s.connected_peers().saturating_sub(s.dialed_peers());
+        if inbound >= quota {
+            if !protected {
+                self.close_for_quota(conn);
+                return;
+            }
+            let victim = s
+                .connected()
+                .filter(|(p, d)| *d == ConnDirection::Inbound && !self.is_protected(p))
+                .map(|(p, _)| p)
+                .min_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            if let Some(victim) = victim {
+                // Uncounted at once, so the share holds while it closes;
+                // its disconnection, reported later, changes nothing.
+                if let Some(m) = self.maintain.as_mut() {
+                    m.scheduler.handle_disconnected(now, victim);
+                }
+                let conns: Vec<ConnectionId> = self.connections_to(&victim).collect();
+                for c in conns {
+                    self.close_for_quota(c);
+                }
+            }
+        }
+        if let Some(m) = self.maintain.as_mut() {
+            let _ = m
+                .scheduler
+                .handle_connected(now, peer, ConnDirection::Inbound);
         }
     }
 

@@ -72,7 +72,7 @@ use stream::NodeStream;
 pub use upgrade::{Channel, Endpoint, NoiseSecrets, Security, UpgradeError, Upgraded};
 
 pub use liveness::{BeatId, Payload};
-pub use maintain::{MaintainConfig, MaintainConfigError, STATIC_TAG};
+pub use maintain::{MaintainConfig, MaintainConfigError, STATIC_TAG, TRUSTED_TAG};
 pub use types::*;
 
 /// One connection and where its upgrade stands.

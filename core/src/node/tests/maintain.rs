@@ -245,3 +245,58 @@ fn a_static_peer_that_comes_back_displaces_a_dynamic_one() {
         }
     )));
 }
+
+#[test]
+fn a_trusted_peer_dialling_a_full_inbound_share_takes_an_inbound_place() {
+    let mut net = Net::new(7);
+    let config = MaintainConfig {
+        scheduler: SchedulerConfig {
+            max_peers: 6, // 2 dialed, 4 inbound
+            ..SchedulerConfig::default()
+        },
+        trusted_peers: vec![net.peer(5)],
+        ..MaintainConfig::default()
+    };
+    enable(&mut net, config);
+    assert!(net.nodes[0].is_protected(&net.peer(5)));
+    for i in 1..=4 {
+        net.connect(i, 0);
+    }
+    let inbound = |net: &Net| {
+        let s = net.nodes[0].scheduler().unwrap();
+        s.connected_peers() - s.dialed_peers()
+    };
+    assert_eq!(inbound(&net), 4);
+    // The share is full: a trusted peer gets in, the inbound peer with the
+    // lowest id leaves, and the share holds.
+    net.connect(5, 0);
+    assert!(connected(&net, 0, 5));
+    let lowest = (1..=4)
+        .min_by(|a, b| net.peer(*a).as_bytes().cmp(net.peer(*b).as_bytes()))
+        .unwrap();
+    net.run_until(Duration::from_secs(5), |net| !connected(net, 0, lowest));
+    assert_eq!(inbound(&net), 4);
+    assert_eq!(
+        (1..=5).filter(|&i| connected(&net, 0, i)).count(),
+        4,
+        "the trusted peer and three of the others"
+    );
+    assert!(net.has(0, |e| matches!(
+        e,
+        Event::ConnectionClosed {
+            peer: Some(p),
+            reason: CloseReason::PeerQuota,
+            ..
+        } if *p == net.peer(lowest)
+    )));
+    // Anyone else is still refused.
+    let now = net.now;
+    let us = net.peer(0);
+    net.nodes[6].dial(now, Some(us), vec![tcp_addr(1)]).unwrap();
+    for _ in 0..200 {
+        net.advance();
+    }
+    assert!(!connected(&net, 0, 6));
+    assert_eq!(inbound(&net), 4);
+    assert!(connected(&net, 0, 5));
+}
