@@ -22,10 +22,10 @@
 //!   connection each time (dial, upgrade, `/echo/1.0.0` stream negotiated,
 //!   one byte echoed), then the connection is closed outside the timing.
 //! * **ping1000**: 1000 sequential pings on one connection, each contender
-//!   with its own ping: ours opens a stream per ping (`Host::ping`),
-//!   rust-libp2p's ping behaviour reuses one stream (interval set to zero on
-//!   a pair of nodes made for this). For reference the round line also shows
-//!   rust-libp2p pinging the way we do, a new `libp2p-stream` stream per ping.
+//!   with its own ping: both reuse one outbound ping stream per connection
+//!   (ours `Host::ping`, rust-libp2p's ping behaviour with its interval set
+//!   to zero on a pair of nodes made for this). For reference the round line
+//!   also shows rust-libp2p opening a new `libp2p-stream` stream per ping.
 //! * **stream-throughput**: one stream, unidirectional, until the receiver
 //!   has read every byte (stream already open when the clock starts).
 //!

@@ -109,6 +109,9 @@ struct Conn {
     /// The relay's limit on the circuit of a relayed connection, and how
     /// much of it is used.
     circuit: Option<relay::CircuitUse>,
+    /// Our outbound ping stream, reused by every ping on this connection
+    /// (the spec allows one per peer; go and rust keep one open).
+    ping_stream: Option<u32>,
 }
 
 // The session is the steady state of every connection, so it stays inline;
@@ -864,6 +867,7 @@ impl Conn {
             carrier: None,
             limited: false,
             circuit: None,
+            ping_stream: None,
         }
     }
 }

@@ -111,6 +111,7 @@ impl NodeStream {
                 self.close_after_out |= close;
                 report.map_or(Outcome::Progress, Outcome::Report)
             }
+            Step::Report(report) => Outcome::Report(report),
             Step::Failed => Outcome::Failed,
         }
     }
@@ -173,30 +174,71 @@ impl Node {
         self.open_outbound(conn, neg, Kind::User)
     }
 
-    /// Pings `peer` on a new stream; [`Event::PingSuccess`] with the round
-    /// trip time or [`Event::PingFailed`] follows.
+    /// Pings `peer`; [`Event::PingSuccess`] with the round trip time or
+    /// [`Event::PingFailed`] follows. Every ping on a connection goes over
+    /// one outbound stream, opened by the first and kept open (the spec
+    /// allows one per peer); pings asked for while one is in flight wait
+    /// their turn on it, each timed from when its payload goes out. A ping
+    /// that times out resets the stream (a late echo would pass for the next
+    /// ping's): the pings queued behind it fail with [`PingFailure::Stream`]
+    /// and the next ping opens a new stream.
     pub fn ping(&mut self, now: Instant, peer: PeerId) -> Result<PingId, PingError> {
         let now = self.tick(now);
         let conn = self.best_connection(&peer).ok_or(PingError::NotConnected)?;
         let ping = PingId(self.fresh_id());
-        match self.open_builtin_checked(conn, Builtin::Ping(ping)) {
-            Ok(stream) => {
-                let deadline = now + self.config.ping_timeout;
-                self.pings.insert(
-                    ping,
-                    Ping {
-                        peer,
-                        stream,
-                        deadline,
-                    },
-                );
-                self.timers.insert((deadline, TimerKey::Ping(ping)));
-                self.pump(stream);
-                Ok(ping)
-            }
-            Err(OpenStreamError::Yamux(e)) => Err(PingError::Yamux(e)),
-            Err(_) => Err(PingError::NotConnected),
+        let stream = match self.queue_on_ping_stream(now, conn, ping) {
+            Some(stream) => stream,
+            None => match self.open_builtin_checked(conn, Builtin::Ping(ping)) {
+                Ok(stream) => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.ping_stream = Some(stream.id);
+                    }
+                    stream
+                }
+                Err(OpenStreamError::Yamux(e)) => return Err(PingError::Yamux(e)),
+                Err(_) => return Err(PingError::NotConnected),
+            },
+        };
+        let deadline = now + self.config.ping_timeout;
+        self.pings.insert(
+            ping,
+            Ping {
+                peer,
+                stream,
+                deadline,
+            },
+        );
+        self.timers.insert((deadline, TimerKey::Ping(ping)));
+        self.pump(stream);
+        self.after_session_command(conn);
+        Ok(ping)
+    }
+
+    /// Hands `ping` to the connection's open ping stream, if it has one
+    /// still running.
+    fn queue_on_ping_stream(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        ping: PingId,
+    ) -> Option<StreamHandle> {
+        let id = self.conns.get(&conn)?.ping_stream?;
+        let mut payload = [0; crate::protocols::ping::PAYLOAD_LEN];
+        self.rng.fill_bytes(&mut payload);
+        let c = self.conns.get_mut(&conn)?;
+        let st = c.streams.get_mut(&id);
+        let taken = match st {
+            Some(st) => match &mut st.kind {
+                Kind::Builtin(machine) => machine.queue_ping(now, ping, payload, &mut st.out),
+                _ => false,
+            },
+            None => false,
+        };
+        if !taken {
+            c.ping_stream = None;
+            return None;
         }
+        Some(StreamHandle { conn, id })
     }
 
     /// Reads from a stream into `buf`. `Ok(0)` is the end of the stream.
@@ -635,6 +677,11 @@ impl Node {
         match report {
             Report::Identified(info) => self.on_identified(conn, info),
             Report::PingDone { ping, result } => self.ping_done(ping, result),
+            Report::PingsFailed(pings) => {
+                for (ping, error) in pings {
+                    self.ping_done(ping, Err(error));
+                }
+            }
         }
     }
 

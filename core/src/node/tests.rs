@@ -447,6 +447,80 @@ fn ping_measures_the_round_trip() {
 }
 
 #[test]
+fn pings_reuse_one_stream_per_connection_and_queue_on_it() {
+    let mut net = Net::new(2);
+    net.latency = Duration::from_millis(40);
+    let conn = net.connect(0, 1);
+    let b = net.peer(1);
+    let inbound_streams = |net: &Net| {
+        net.nodes[1]
+            .conns
+            .values()
+            .map(|c| c.streams.len())
+            .sum::<usize>()
+    };
+    let mut streams = Vec::new();
+    let mut rtts = Vec::new();
+    // One after the other, then three at once.
+    for burst in [1, 1, 3] {
+        net.take_events(0);
+        let ids: Vec<PingId> = (0..burst)
+            .map(|_| net.nodes[0].ping(net.now, b).unwrap())
+            .collect();
+        for id in &ids {
+            streams.push(net.nodes[0].pings[id].stream);
+        }
+        net.run_until(Duration::from_secs(5), |net| {
+            ids.iter().all(|id| {
+                net.has(
+                    0,
+                    |e| matches!(e, Event::PingSuccess { ping, .. } if ping == id),
+                )
+            })
+        });
+        for e in &net.events[0] {
+            if let Event::PingSuccess { rtt, .. } = e {
+                rtts.push(*rtt);
+            }
+        }
+    }
+    assert!(
+        streams.iter().all(|s| *s == streams[0]),
+        "one stream: {streams:?}"
+    );
+    assert_eq!(streams[0].connection(), conn);
+    // Each ping is timed from its own payload: a round trip each, the
+    // queued ones included.
+    assert_eq!(rtts, vec![Duration::from_millis(80); 5]);
+    // The stream stays open between pings, on both sides.
+    assert_eq!(inbound_streams(&net), 1);
+    assert!(net.nodes[0].conns[&conn].ping_stream.is_some());
+}
+
+#[test]
+fn a_ping_after_the_ping_stream_was_reset_opens_a_new_one() {
+    let mut net = Net::new(2);
+    net.connect(0, 1);
+    let b = net.peer(1);
+    let first = net.nodes[0].ping(net.now, b).unwrap();
+    let stream = net.nodes[0].pings[&first].stream;
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(0, |e| matches!(e, Event::PingSuccess { .. }))
+    });
+    net.nodes[0].stream_reset(net.now, stream);
+    while net.step() {}
+    net.take_events(0);
+    let second = net.nodes[0].ping(net.now, b).unwrap();
+    assert_ne!(net.nodes[0].pings[&second].stream, stream);
+    net.run_until(Duration::from_secs(5), |net| {
+        net.has(
+            0,
+            |e| matches!(e, Event::PingSuccess { ping, .. } if *ping == second),
+        )
+    });
+}
+
+#[test]
 fn unknown_protocol_gets_na_and_the_connection_survives() {
     let mut net = Net::new(2);
     let conn = net.connect(0, 1);

@@ -64,7 +64,23 @@ pub(super) trait Machine: fmt::Debug + Send + Sync {
     fn on_gone(self: Box<Self>) -> Option<Report> {
         None
     }
+
+    /// One more ping for a ping stream that is kept open; false when the
+    /// machine is not one (the node opens a new stream then).
+    fn queue_ping(
+        &mut self,
+        now: Instant,
+        ping: PingId,
+        payload: Payload,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let _ = (now, ping, payload, out);
+        false
+    }
 }
+
+/// A ping's random payload.
+pub(super) type Payload = [u8; protocols::ping::PAYLOAD_LEN];
 
 /// What the stream code does after a call into a [`Machine`].
 #[derive(Debug)]
@@ -77,6 +93,8 @@ pub(super) enum Step {
     /// side closes after the output when `close` says so, and what the peer
     /// still sends is discarded.
     Done { report: Option<Report>, close: bool },
+    /// The node hears `report`, and the machine goes on.
+    Report(Report),
     /// The peer broke the protocol: reset the stream.
     Failed,
 }
@@ -91,6 +109,8 @@ pub(super) enum Report {
         ping: PingId,
         result: Result<Duration, PingFailure>,
     },
+    /// The ping stream ended with these pings unanswered.
+    PingsFailed(Vec<(PingId, PingFailure)>),
 }
 
 /// What a built-in may ask of the node when it starts.

@@ -36,16 +36,18 @@ fn framed_info() -> Vec<u8> {
     out
 }
 
+/// The result of ping 7 in `step`: answered (the stream goes on) or
+/// failed (the stream ends with it).
 fn ping_result(step: Step) -> Result<Duration, PingFailure> {
     match step {
+        Step::Report(Report::PingDone {
+            ping: PingId(7),
+            result,
+        }) => result,
         Step::Done {
-            report:
-                Some(Report::PingDone {
-                    ping: PingId(7),
-                    result,
-                }),
+            report: Some(Report::PingsFailed(failed)),
             close: true,
-        } => result,
+        } if failed[0].0 == PingId(7) => Err(failed[0].1.clone()),
         other => panic!("not a finished ping: {other:?}"),
     }
 }
@@ -178,10 +180,72 @@ fn our_ping_fails_on_a_wrong_echo_an_early_end_or_a_lost_stream() {
     assert_eq!(ping_result(step), Err(PingFailure::WrongEcho));
     let mut ping = start();
     assert_eq!(ping_result(ping.on_eof()), Err(PingFailure::Stream));
-    let Some(Report::PingDone { result, .. }) = start().on_gone() else {
+    let Some(Report::PingsFailed(failed)) = start().on_gone() else {
         panic!("a lost ping is reported");
     };
-    assert_eq!(result, Err(PingFailure::Stream));
+    assert_eq!(failed, [(PingId(7), PingFailure::Stream)]);
+}
+
+#[test]
+fn later_pings_queue_on_the_open_stream_one_payload_at_a_time() {
+    let (_, mut ping) = Builtin::Ping(PingId(7)).start(&mut Fake);
+    let mut out = Vec::new();
+    // Queued before the agreement: nothing goes out until it.
+    assert!(ping.queue_ping(Instant::ZERO, PingId(8), [0x08; 32], &mut out));
+    assert!(out.is_empty());
+    ping.on_negotiated(Instant::from_millis(10), &mut out);
+    assert_eq!(out, [0xAB; 32], "the first ping's payload only");
+    assert!(ping.queue_ping(Instant::from_millis(11), PingId(9), [0x09; 32], &mut out));
+    assert_eq!(out.len(), 32, "still one payload in flight");
+    let echo = core::mem::take(&mut out);
+    let (_, step) = ping.on_bytes(Instant::from_millis(14), &echo, &mut out);
+    assert_eq!(ping_result(step), Ok(Duration::from_millis(4)));
+    assert_eq!(out, [0x08; 32], "the next one goes out behind the echo");
+    let echo = core::mem::take(&mut out);
+    let (_, step) = ping.on_bytes(Instant::from_millis(20), &echo, &mut out);
+    assert!(matches!(
+        step,
+        Step::Report(Report::PingDone { ping: PingId(8), result: Ok(d) }) if d == Duration::from_millis(6)
+    ));
+    // The third is in flight when the stream is lost.
+    assert_eq!(out, [0x09; 32]);
+    let Some(Report::PingsFailed(failed)) = ping.on_gone() else {
+        panic!("the ping in flight is reported");
+    };
+    assert_eq!(failed, [(PingId(9), PingFailure::Stream)]);
+}
+
+#[test]
+fn a_wrong_echo_fails_every_ping_of_the_stream_and_unasked_bytes_reset_it() {
+    let (_, mut ping) = Builtin::Ping(PingId(7)).start(&mut Fake);
+    let mut out = Vec::new();
+    ping.on_negotiated(Instant::ZERO, &mut out);
+    ping.queue_ping(Instant::ZERO, PingId(8), [0x08; 32], &mut out);
+    let (_, step) = ping.on_bytes(Instant::ZERO, &[0xAC; 32], &mut out);
+    let Step::Done {
+        report: Some(Report::PingsFailed(failed)),
+        close: true,
+    } = step
+    else {
+        panic!("{step:?}");
+    };
+    assert_eq!(
+        failed,
+        [
+            (PingId(7), PingFailure::WrongEcho),
+            (PingId(8), PingFailure::Stream)
+        ]
+    );
+    // An echo with no ping out is not one.
+    let (_, mut ping) = Builtin::Ping(PingId(7)).start(&mut Fake);
+    let mut out = Vec::new();
+    ping.on_negotiated(Instant::ZERO, &mut out);
+    let (_, step) = ping.on_bytes(Instant::ZERO, &out.clone(), &mut out);
+    ping_result(step).unwrap();
+    assert!(matches!(
+        ping.on_bytes(Instant::ZERO, b"x", &mut out).1,
+        Step::Failed
+    ));
 }
 
 #[test]
