@@ -27,7 +27,13 @@
 //!   to zero on a pair of nodes made for this). For reference the round line
 //!   also shows rust-libp2p opening a new `libp2p-stream` stream per ping.
 //! * **stream-throughput**: one stream, unidirectional, until the receiver
-//!   has read every byte (stream already open when the clock starts).
+//!   has read every byte (stream already open when the clock starts). Ours
+//!   runs twice: with the default noise cipher (`ring`'s, the feature the
+//!   adapters turn on, as rust-libp2p's noise does) and with the portable
+//!   pure-Rust one (`CipherBackend::Portable`, the core's no_std default),
+//!   each against the same rust-libp2p figure.
+//! * **bidi-throughput**: both directions of one connection busy at once,
+//!   a stream each way of the same size, until both receivers are done.
 //!
 //! Each contender's application side (dialing, opening streams, writing,
 //! pinging) runs as a task on that contender's own executor, as an
@@ -44,6 +50,7 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identify, ping, StreamProtocol, Swarm};
 use sansp2p::node::{Event, Security};
+use sansp2p::security::noise::CipherBackend;
 use sansp2p_conformance::rust_peer::{
     build_swarm, spawn_driver, Behaviour, BehaviourEvent, Command, Options, TheirEvent,
 };
@@ -104,17 +111,6 @@ impl Params {
     }
 }
 
-/// One round's measurements of one contender.
-#[derive(Debug, Clone, Copy)]
-struct Figures {
-    /// Mean time of one setup.
-    setup: Duration,
-    /// All pings together.
-    pings: Duration,
-    /// The whole stream.
-    stream: Duration,
-}
-
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -160,18 +156,20 @@ async fn smol_limit<T>(what: &str, fut: impl Future<Output = T>) -> T {
     .unwrap_or_else(|| panic!("ours: {what} took longer than {LIMIT:?}"))
 }
 
-/// Our contender: `a` holds one connection to `b` (pings, stream), `c`
+/// Our contender: `a` holds one connection to `b` (pings, streams), `c`
 /// dials `b` afresh for every setup.
 struct Ours {
     a: Host,
-    /// Kept alive (its tasks hold the node only weakly): it serves echo,
-    /// the sink and ping.
-    _b: Host,
+    /// It serves echo, the sink and ping (and opens the stream towards
+    /// `a`'s sink in the bidirectional case).
+    b: Host,
     b_id: sansp2p::PeerId,
     b_addr: Multiaddr,
     c: Host,
     c_events: async_channel::Receiver<Event>,
+    /// What `b`'s sink, then `a`'s, read per stream.
     sink_done: async_channel::Receiver<u64>,
+    a_sink_done: async_channel::Receiver<u64>,
     data: Vec<u8>,
 }
 
@@ -184,17 +182,68 @@ fn security() -> Security {
     }
 }
 
-fn our_host(seed: u8) -> Host {
+fn our_host(seed: u8, cipher: CipherBackend) -> Host {
     let key = sansp2p::Keypair::from_secret_bytes([seed; 32]);
     let mut config = sansp2p_smol::Config::new(key);
     config.security = vec![security()];
+    config.noise_cipher = cipher;
     sansp2p_smol::new_host(config).expect("our host starts")
 }
 
+/// Serves [`SINK`] on `host`: reads each stream to its end and reports
+/// how many bytes it read.
+fn our_sink(host: &Host) -> async_channel::Receiver<u64> {
+    let sink = host.accept(SINK).expect("register sink");
+    let (done_tx, done) = async_channel::unbounded();
+    smol::spawn(async move {
+        while let Some((_, mut s)) = sink.next().await {
+            let done = done_tx.clone();
+            smol::spawn(async move {
+                let mut buf = vec![0u8; CHUNK];
+                let mut total = 0u64;
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    total += n as u64;
+                }
+                let _ = s.close().await;
+                let _ = done.send(total).await;
+            })
+            .detach();
+        }
+    })
+    .detach();
+    done
+}
+
+/// Writes `bytes` (a multiple of [`CHUNK`]) to a new sink stream of
+/// `from` towards `to` and waits for `done` to report them all read.
+async fn our_send(
+    from: Host,
+    to: sansp2p::PeerId,
+    data: Vec<u8>,
+    bytes: u64,
+    done: async_channel::Receiver<u64>,
+) {
+    let mut s = from.open_stream(to, SINK).await.expect("sink");
+    let mut sent = 0u64;
+    while sent < bytes {
+        s.write_all(&data).await.expect("write");
+        sent += CHUNK as u64;
+    }
+    s.close().await.expect("close");
+    let got = done.recv().await.expect("the sink reports");
+    assert_eq!(got, bytes, "the receiver read everything");
+}
+
 impl Ours {
-    fn start() -> Ours {
+    /// Our three hosts; `seed` keeps the identities of each contender
+    /// instance apart.
+    fn start(cipher: CipherBackend, seed: u8) -> Ours {
         smol::block_on(smol_limit("start", async {
-            let (a, b, c) = (our_host(11), our_host(12), our_host(13));
+            let (a, b, c) = (
+                our_host(seed, cipher),
+                our_host(seed + 1, cipher),
+                our_host(seed + 2, cipher),
+            );
             let echo = b.accept(ECHO).expect("register echo");
             smol::spawn(async move {
                 while let Some((_, mut s)) = echo.next().await {
@@ -210,24 +259,8 @@ impl Ours {
                 }
             })
             .detach();
-            let sink = b.accept(SINK).expect("register sink");
-            let (done_tx, sink_done) = async_channel::unbounded();
-            smol::spawn(async move {
-                while let Some((_, mut s)) = sink.next().await {
-                    let done = done_tx.clone();
-                    smol::spawn(async move {
-                        let mut buf = vec![0u8; CHUNK];
-                        let mut total = 0u64;
-                        while let Ok(n @ 1..) = s.read(&mut buf).await {
-                            total += n as u64;
-                        }
-                        let _ = s.close().await;
-                        let _ = done.send(total).await;
-                    })
-                    .detach();
-                }
-            })
-            .detach();
+            let sink_done = our_sink(&b);
+            let a_sink_done = our_sink(&a);
             let bound = b
                 .listen(&"/ip4/127.0.0.1/tcp/0".parse().expect("valid"))
                 .await
@@ -244,12 +277,13 @@ impl Ours {
             let c_events = c.events();
             Ours {
                 a,
-                _b: b,
+                b,
                 b_id,
                 b_addr,
                 c,
                 c_events,
                 sink_done,
+                a_sink_done,
                 data: pattern(),
             }
         }))
@@ -309,18 +343,24 @@ impl Ours {
         let (a, b_id, done) = (self.a.clone(), self.b_id, self.sink_done.clone());
         let data = self.data.clone();
         Ours::run("stream", async move {
-            let mut s = a.open_stream(b_id, SINK).await.expect("sink");
             let start = Instant::now();
-            let mut sent = 0u64;
-            while sent < bytes {
-                s.write_all(&data).await.expect("write");
-                sent += CHUNK as u64;
-            }
-            s.close().await.expect("close");
-            let got = done.recv().await.expect("the sink reports");
-            let elapsed = start.elapsed();
-            assert_eq!(got, bytes, "the receiver read everything");
-            elapsed
+            our_send(a, b_id, data, bytes, done).await;
+            start.elapsed()
+        })
+    }
+
+    /// `bytes` each way at once on the one connection of `a` and `b`.
+    fn bidi(&self, bytes: u64) -> Duration {
+        let (a, b) = (self.a.clone(), self.b.clone());
+        let (a_id, b_id) = (a.local_peer_id(), self.b_id);
+        let (to_b, to_a) = (self.sink_done.clone(), self.a_sink_done.clone());
+        let data = self.data.clone();
+        Ours::run("bidi", async move {
+            let start = Instant::now();
+            let back = smol::spawn(our_send(b, a_id, data.clone(), bytes, to_a));
+            our_send(a, b_id, data, bytes, to_b).await;
+            back.await;
+            start.elapsed()
         })
     }
 }
@@ -449,8 +489,57 @@ struct TheirApp {
     c: RustNode,
     b_id: libp2p::PeerId,
     b_addr: Multiaddr,
+    /// `b`'s streams, for the bidirectional case.
+    b_control: libp2p_stream::Control,
+    /// What `b`'s sink, then `a`'s, read per stream.
     sink_done: mpsc::UnboundedReceiver<u64>,
+    a_sink_done: mpsc::UnboundedReceiver<u64>,
     data: Vec<u8>,
+}
+
+/// Serves [`SINK`] on `control` (on the tokio runtime): reads each stream
+/// to its end and reports how many bytes it read.
+fn their_sink(control: &mut libp2p_stream::Control) -> mpsc::UnboundedReceiver<u64> {
+    let mut sink = control.accept(StreamProtocol::new(SINK)).expect("sink");
+    let (done_tx, done) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((_, mut s)) = sink.next().await {
+            let done = done_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; CHUNK];
+                let mut total = 0u64;
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    total += n as u64;
+                }
+                let _ = s.close().await;
+                let _ = done.send(total);
+            });
+        }
+    });
+    done
+}
+
+/// Writes `bytes` (a multiple of [`CHUNK`]) to a new sink stream towards
+/// `to` and waits for `done` to report them all read.
+async fn their_send(
+    mut control: libp2p_stream::Control,
+    to: libp2p::PeerId,
+    data: &[u8],
+    bytes: u64,
+    done: &mut mpsc::UnboundedReceiver<u64>,
+) {
+    let mut s = control
+        .open_stream(to, StreamProtocol::new(SINK))
+        .await
+        .expect("sink");
+    let mut sent = 0u64;
+    while sent < bytes {
+        s.write_all(data).await.expect("write");
+        sent += CHUNK as u64;
+    }
+    s.close().await.expect("close");
+    let got = done.recv().await.expect("the sink reports");
+    assert_eq!(got, bytes, "the receiver read everything");
 }
 
 /// The rust-libp2p contender, mirroring [`Ours`]; the native ping pair is
@@ -495,22 +584,8 @@ impl Theirs {
                     });
                 }
             });
-            let mut sink = b.control.accept(StreamProtocol::new(SINK)).expect("sink");
-            let (done_tx, sink_done) = mpsc::unbounded_channel();
-            tokio::spawn(async move {
-                while let Some((_, mut s)) = sink.next().await {
-                    let done = done_tx.clone();
-                    tokio::spawn(async move {
-                        let mut buf = vec![0u8; CHUNK];
-                        let mut total = 0u64;
-                        while let Ok(n @ 1..) = s.read(&mut buf).await {
-                            total += n as u64;
-                        }
-                        let _ = s.close().await;
-                        let _ = done.send(total);
-                    });
-                }
-            });
+            let sink_done = their_sink(&mut b.control);
+            let a_sink_done = their_sink(&mut a.control);
             let b_addr = b.addr.clone().expect("b listens");
             a.connect(b.id, b_addr.clone()).await;
             // As for ours: identify done both ways before measuring.
@@ -538,7 +613,9 @@ impl Theirs {
                 c,
                 b_id: b.id,
                 b_addr,
+                b_control: b.control.clone(),
                 sink_done,
+                a_sink_done,
                 data: pattern(),
             };
             (app, b)
@@ -653,24 +730,29 @@ impl Theirs {
 
     fn stream(&mut self, bytes: u64) -> Duration {
         self.run("stream", move |mut app| async move {
-            let b_id = app.b_id;
-            let mut s = app
-                .a
-                .control
-                .open_stream(b_id, StreamProtocol::new(SINK))
-                .await
-                .expect("sink");
+            let control = app.a.control.clone();
             let start = Instant::now();
-            let mut sent = 0u64;
-            while sent < bytes {
-                s.write_all(&app.data).await.expect("write");
-                sent += CHUNK as u64;
-            }
-            s.close().await.expect("close");
-            let got = app.sink_done.recv().await.expect("the sink reports");
+            their_send(control, app.b_id, &app.data, bytes, &mut app.sink_done).await;
             let elapsed = start.elapsed();
-            assert_eq!(got, bytes, "the receiver read everything");
-            drop(s);
+            (app, elapsed)
+        })
+    }
+
+    /// `bytes` each way at once on the one connection of `a` and `b`.
+    fn bidi(&mut self, bytes: u64) -> Duration {
+        self.run("bidi", move |mut app| async move {
+            let (a_id, b_id) = (app.a.id, app.b_id);
+            let (a_control, b_control) = (app.a.control.clone(), app.b_control.clone());
+            let data = app.data.clone();
+            let mut to_a = std::mem::replace(&mut app.a_sink_done, mpsc::unbounded_channel().1);
+            let start = Instant::now();
+            let back = tokio::spawn(async move {
+                their_send(b_control, a_id, &data, bytes, &mut to_a).await;
+                to_a
+            });
+            their_send(a_control, b_id, &app.data, bytes, &mut app.sink_done).await;
+            app.a_sink_done = back.await.expect("the stream back");
+            let elapsed = start.elapsed();
             (app, elapsed)
         })
     }
@@ -678,100 +760,143 @@ impl Theirs {
 
 // -------------------------------------------------------------------- main
 
+/// What a measurement's figures mean.
+#[derive(Clone, Copy)]
+enum Unit {
+    /// A time per operation.
+    Time,
+    /// This many bytes moved in the time.
+    Bytes(u64),
+}
+
+/// One measurement of a round: ours, theirs, and the `RATIO` name.
+struct Row {
+    ratio: &'static str,
+    what: String,
+    unit: Unit,
+    ours: Duration,
+    theirs: Duration,
+}
+
+impl Row {
+    /// Theirs over ours: above 1, ours is faster.
+    fn ratio(&self) -> f64 {
+        secs(self.theirs) / secs(self.ours)
+    }
+
+    fn figure(&self, d: Duration) -> String {
+        match self.unit {
+            Unit::Time => show(d),
+            Unit::Bytes(n) => rate(n, d),
+        }
+    }
+}
+
 fn main() {
     let params = Params::from_env();
     // smol's global executor reads this when it starts (on the first spawn).
     std::env::set_var("SMOL_THREADS", params.threads.to_string());
     println!(
-        "node_vs_rust_libp2p: {} rounds (+1 warm-up), {} connections, {} pings, {} MiB stream, {} executor thread(s) each; {:?} + yamux, loopback",
+        "node_vs_rust_libp2p: {} rounds (+1 warm-up), {} connections, {} pings, {} MiB stream, {} executor thread(s) each; {:?} + yamux, loopback; our noise cipher {:?} (and {:?} for stream-portable)",
         params.rounds,
         params.setups,
         params.pings,
         params.stream_bytes >> 20,
         params.threads,
-        security()
+        security(),
+        CipherBackend::default(),
+        CipherBackend::Portable,
     );
-    let ours = Ours::start();
+    let ours = Ours::start(CipherBackend::default(), 11);
+    let portable = Ours::start(CipherBackend::Portable, 31);
     let mut theirs = Theirs::start(params.threads);
 
-    let mut ratios: [Vec<f64>; 3] = Default::default();
-    let mut figures: Vec<(Figures, Figures)> = Vec::new();
+    let mut rounds: Vec<Vec<Row>> = Vec::new();
     for round in 0..=params.rounds {
         let p = if round == 0 { params.warm_up() } else { params };
+        let bytes = p.stream_bytes;
         // Interleaved: ours, then theirs, measurement by measurement.
         let setup = (ours.setup(p.setups), theirs.setup(p.setups));
         let pings = (ours.ping(p.pings), theirs.ping_native(p.pings));
         let their_stream_pings = theirs.ping_stream_per_ping(p.pings);
-        let stream = (ours.stream(p.stream_bytes), theirs.stream(p.stream_bytes));
-        let r = [
-            secs(setup.1) / secs(setup.0),
-            secs(pings.1) / secs(pings.0),
-            secs(stream.1) / secs(stream.0),
+        let stream = (ours.stream(bytes), theirs.stream(bytes));
+        let stream_portable = portable.stream(bytes);
+        let bidi = (ours.bidi(bytes), theirs.bidi(bytes));
+        let row = |ratio, what: String, unit, (ours, theirs): (Duration, Duration)| Row {
+            ratio,
+            what,
+            unit,
+            ours,
+            theirs,
+        };
+        let rows = vec![
+            row("setup", "setup".into(), Unit::Time, setup),
+            row("ping1000", format!("ping{}", p.pings), Unit::Time, pings),
+            row(
+                "stream-throughput",
+                format!("stream {} MiB", bytes >> 20),
+                Unit::Bytes(bytes),
+                stream,
+            ),
+            row(
+                "stream-throughput-portable",
+                "portable cipher".into(),
+                Unit::Bytes(bytes),
+                (stream_portable, stream.1),
+            ),
+            row(
+                "bidi-throughput",
+                format!("bidi 2x{} MiB", bytes >> 20),
+                Unit::Bytes(2 * bytes),
+                bidi,
+            ),
         ];
         let label = if round == 0 {
             "warm-up".to_string()
         } else {
             format!("round {round}")
         };
+        let line: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} ours {} rust-libp2p {} (x{:.2})",
+                    r.what,
+                    r.figure(r.ours),
+                    r.figure(r.theirs),
+                    r.ratio()
+                )
+            })
+            .collect();
         println!(
-            "{label}: setup ours {} rust-libp2p {} (x{:.2}) | ping{} ours {} rust-libp2p {} (x{:.2}; rust-libp2p with a stream per ping {}) | stream {} MiB ours {} rust-libp2p {} (x{:.2})",
-            show(setup.0),
-            show(setup.1),
-            r[0],
-            p.pings,
-            show(pings.0),
-            show(pings.1),
-            r[1],
-            show(their_stream_pings),
-            p.stream_bytes >> 20,
-            rate(p.stream_bytes, stream.0),
-            rate(p.stream_bytes, stream.1),
-            r[2],
+            "{label}: {} | rust-libp2p with a stream per ping {}",
+            line.join(" | "),
+            show(their_stream_pings)
         );
         if round > 0 {
-            for (all, one) in ratios.iter_mut().zip(r) {
-                all.push(one);
-            }
-            figures.push((
-                Figures {
-                    setup: setup.0,
-                    pings: pings.0,
-                    stream: stream.0,
-                },
-                Figures {
-                    setup: setup.1,
-                    pings: pings.1,
-                    stream: stream.1,
-                },
-            ));
+            rounds.push(rows);
         }
     }
 
-    let med = |f: &dyn Fn(&(Figures, Figures)) -> Duration| {
-        Duration::from_secs_f64(median(figures.iter().map(|x| secs(f(x))).collect()))
-    };
     println!("medians over {} rounds:", params.rounds);
+    for k in 0..rounds[0].len() {
+        let med = |f: &dyn Fn(&Row) -> Duration| {
+            Duration::from_secs_f64(median(rounds.iter().map(|r| secs(f(&r[k]))).collect()))
+        };
+        let first = &rounds[0][k];
+        println!(
+            "  {}: ours {}, rust-libp2p {}",
+            first.what,
+            first.figure(med(&|r| r.ours)),
+            first.figure(med(&|r| r.theirs)),
+        );
+    }
     println!(
-        "  setup (dial to first echo byte, per connection): ours {}, rust-libp2p {}",
-        show(med(&|x| x.0.setup)),
-        show(med(&|x| x.1.setup))
+        "  (setup: dial to first echo byte, per connection; ping: {} sequential pings in all)",
+        params.pings
     );
-    println!(
-        "  {} sequential pings: ours {} ({} each), rust-libp2p {} ({} each)",
-        params.pings,
-        show(med(&|x| x.0.pings)),
-        show(med(&|x| x.0.pings) / params.pings as u32),
-        show(med(&|x| x.1.pings)),
-        show(med(&|x| x.1.pings) / params.pings as u32)
-    );
-    println!(
-        "  one stream of {} MiB: ours {}, rust-libp2p {}",
-        params.stream_bytes >> 20,
-        rate(params.stream_bytes, med(&|x| x.0.stream)),
-        rate(params.stream_bytes, med(&|x| x.1.stream))
-    );
-    let [setup, pings, stream] = ratios.map(median);
-    println!("RATIO setup/rust-libp2p {setup:.3}");
-    println!("RATIO ping1000/rust-libp2p {pings:.3}");
-    println!("RATIO stream-throughput/rust-libp2p {stream:.3}");
+    for k in 0..rounds[0].len() {
+        let ratio = median(rounds.iter().map(|r| r[k].ratio()).collect());
+        println!("RATIO {}/rust-libp2p {ratio:.3}", rounds[0][k].ratio);
+    }
 }

@@ -481,15 +481,7 @@ impl Node {
         }
         let counted_ip = self.inbound.admit(&self.config.inbound, &remote_addr)?;
         let conn = ConnectionId(self.fresh_id());
-        let secrets = self.noise_secrets();
-        let upgrade = upgrade::Upgrade::new(
-            Endpoint::Listener,
-            &self.config.keypair,
-            &self.config.security,
-            None,
-            secrets,
-        )
-        .expect("Node::new checked the security list");
+        let upgrade = start_upgrade(&self.config, &mut self.rng, Endpoint::Listener, None);
         self.conns.insert(
             conn,
             Conn::new(
@@ -525,17 +517,12 @@ impl Node {
             self.shut(conn, CloseReason::Local);
             return;
         }
-        let secrets = noise_secrets(&mut self.rng);
-        c.state = ConnState::Upgrading(Box::new(
-            upgrade::Upgrade::new(
-                Endpoint::Dialer,
-                &self.config.keypair,
-                &self.config.security,
-                c.expected,
-                secrets,
-            )
-            .expect("Node::new checked the security list"),
-        ));
+        c.state = ConnState::Upgrading(Box::new(start_upgrade(
+            &self.config,
+            &mut self.rng,
+            Endpoint::Dialer,
+            c.expected,
+        )));
         c.deadline = Some(now + self.config.upgrade_timeout);
         if let Origin::Attempt(attempt) = c.origin {
             let _ = self.dialer.handle_dial_connected(now, attempt);
@@ -835,10 +822,6 @@ impl Node {
             .chain(builtin::protocols().map(Cow::Borrowed))
             .chain(self.relay_protocols().map(Cow::Borrowed))
     }
-
-    fn noise_secrets(&mut self) -> upgrade::NoiseSecrets {
-        noise_secrets(&mut self.rng)
-    }
 }
 
 impl Conn {
@@ -873,14 +856,29 @@ impl Conn {
 }
 
 /// Fresh X25519 secrets for one noise handshake.
-fn noise_secrets(rng: &mut rand_chacha::ChaCha20Rng) -> upgrade::NoiseSecrets {
+/// The upgrade of a new connection: our security list, fresh noise
+/// secrets from `rng`, the configured noise cipher.
+fn start_upgrade(
+    config: &Config,
+    rng: &mut rand_chacha::ChaCha20Rng,
+    endpoint: Endpoint,
+    expected: Option<PeerId>,
+) -> upgrade::Upgrade {
     let mut secrets = upgrade::NoiseSecrets {
         static_secret: [0; 32],
         ephemeral_secret: [0; 32],
     };
     rng.fill_bytes(&mut secrets.static_secret);
     rng.fill_bytes(&mut secrets.ephemeral_secret);
-    secrets
+    upgrade::Upgrade::new(
+        endpoint,
+        &config.keypair,
+        &config.security,
+        expected,
+        secrets,
+    )
+    .expect("Node::new checked the security list")
+    .with_noise_cipher(config.noise_cipher)
 }
 
 /// Splits a trailing `/p2p/<id>` off a binary multiaddr. `None` if the

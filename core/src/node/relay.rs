@@ -20,8 +20,8 @@ use alloc::vec::Vec;
 
 use super::stream::{Kind, READ_CHUNK};
 use super::{
-    noise_secrets, upgrade, CircuitDialError, Conn, ConnState, ConnectionId, DialId, Endpoint,
-    Event, Node, Origin, RelayCommandError, StreamHandle, TimerKey,
+    start_upgrade, CircuitDialError, Conn, ConnState, ConnectionId, DialId, Endpoint, Event, Node,
+    Origin, RelayCommandError, StreamHandle, TimerKey,
 };
 use crate::addr;
 use crate::identity::PeerId;
@@ -1032,15 +1032,7 @@ impl Node {
     ) -> ConnectionId {
         let now = self.now;
         let conn = ConnectionId(self.fresh_id());
-        let secrets = noise_secrets(&mut self.rng);
-        let up = upgrade::Upgrade::new(
-            endpoint,
-            &self.config.keypair,
-            &self.config.security,
-            expected,
-            secrets,
-        )
-        .expect("Node::new checked the security list");
+        let up = start_upgrade(&self.config, &mut self.rng, endpoint, expected);
         let mut c = Conn::new(
             endpoint,
             remote_addr,

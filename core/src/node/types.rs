@@ -119,6 +119,9 @@ pub struct Config {
     pub inbound: InboundLimits,
     /// Deadlines of the circuit relay client (reserve, connect, stop).
     pub relay: crate::relay::ClientConfig,
+    /// The ChaCha20-Poly1305 implementation of noise connections: the
+    /// fastest compiled in by default (`ring`'s with the `ring` feature).
+    pub noise_cipher: crate::security::noise::CipherBackend,
 }
 
 impl Config {
@@ -142,6 +145,7 @@ impl Config {
             io: IoConfig::default(),
             inbound: InboundLimits::default(),
             relay: crate::relay::ClientConfig::default(),
+            noise_cipher: crate::security::noise::CipherBackend::default(),
         }
     }
 }

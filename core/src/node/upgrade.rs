@@ -227,6 +227,8 @@ pub struct Upgrade {
     channel: Channel,
     out: Vec<u8>,
     outcome: Option<Result<Upgraded, UpgradeError>>,
+    /// The ChaCha20-Poly1305 backend of a noise transport.
+    noise_cipher: noise::CipherBackend,
 }
 
 impl Upgrade {
@@ -255,9 +257,18 @@ impl Upgrade {
             channel: Channel::Clear,
             out: Vec::new(),
             outcome: None,
+            noise_cipher: noise::CipherBackend::default(),
         };
         up.collect_output();
         Ok(up)
+    }
+
+    /// Sets the ChaCha20-Poly1305 backend a noise transport will use
+    /// (default [`noise::CipherBackend::default`]).
+    #[must_use]
+    pub fn with_noise_cipher(mut self, cipher: noise::CipherBackend) -> Self {
+        self.noise_cipher = cipher;
+        self
     }
 
     /// Whether the upgrade is over, one way or the other.
@@ -396,21 +407,23 @@ impl Upgrade {
                                 (Security::Plaintext, _) => SecureHandshake::Plaintext(
                                     plaintext::Handshake::new(&self.identity.public(), expected),
                                 ),
-                                (Security::Noise, Endpoint::Dialer) => {
-                                    SecureHandshake::Noise(noise::Handshake::initiator(
+                                (Security::Noise, Endpoint::Dialer) => SecureHandshake::Noise(
+                                    noise::Handshake::initiator(
                                         &self.identity,
                                         self.secrets.static_secret,
                                         self.secrets.ephemeral_secret,
                                         expected,
-                                    ))
-                                }
-                                (Security::Noise, Endpoint::Listener) => {
-                                    SecureHandshake::Noise(noise::Handshake::responder(
+                                    )
+                                    .with_cipher(self.noise_cipher),
+                                ),
+                                (Security::Noise, Endpoint::Listener) => SecureHandshake::Noise(
+                                    noise::Handshake::responder(
                                         &self.identity,
                                         self.secrets.static_secret,
                                         self.secrets.ephemeral_secret,
-                                    ))
-                                }
+                                    )
+                                    .with_cipher(self.noise_cipher),
+                                ),
                             };
                             self.stage = Stage::Securing(handshake);
                             self.collect_output();
