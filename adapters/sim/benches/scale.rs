@@ -10,7 +10,8 @@
 //!
 //! Each measurement runs in a child process of its own, so its resident
 //! memory is its own; the sizes are interleaved round by round, because
-//! this machine's speed drifts, and the medians are compared. It prints
+//! this machine's speed drifts; each round's ratio is taken between its
+//! own runs, and the ratios' median is printed:
 //! `RATIO per-host-cost/10000-vs-1000-hosts` and
 //! `RATIO per-host-memory/10000-vs-1000-hosts` (1.00 = flat).
 
@@ -78,7 +79,12 @@ fn parse(line: &str) -> Option<Sample> {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn main() {
@@ -146,24 +152,25 @@ fn main() {
             at(n, |s| s.events_per_wall_s)
         );
     }
-    let cost = |n: usize| at(n, |s| s.wall_per_sim_s) / n as f64;
-    let mem = |n: usize| at(n, |s| s.bytes_per_host);
-    println!(
-        "RATIO per-host-cost/10000-vs-1000-hosts {:.2}",
-        cost(10_000) / cost(1_000)
-    );
-    println!(
-        "RATIO per-host-memory/10000-vs-1000-hosts {:.2}",
-        mem(10_000) / mem(1_000)
-    );
-    if sizes.contains(&50_000) {
+    // Each round's own ratio (its runs are neighbours in time, so they
+    // share the machine's drift), then the median over the rounds.
+    let ratio = |n: usize, f: fn(&Sample) -> f64| {
+        let per_round = samples.chunks(sizes.len()).map(|round| {
+            let pick = |m: usize| round.iter().find(|s| s.hosts == m).map(f).expect("sampled");
+            pick(n) / pick(1_000)
+        });
+        median(per_round.collect())
+    };
+    let cost = |s: &Sample| s.wall_per_sim_s / s.hosts as f64;
+    let mem = |s: &Sample| s.bytes_per_host;
+    for &n in sizes.iter().filter(|&&n| n != 1_000) {
         println!(
-            "RATIO per-host-cost/50000-vs-1000-hosts {:.2}",
-            cost(50_000) / cost(1_000)
+            "RATIO per-host-cost/{n}-vs-1000-hosts {:.2}",
+            ratio(n, cost)
         );
         println!(
-            "RATIO per-host-memory/50000-vs-1000-hosts {:.2}",
-            mem(50_000) / mem(1_000)
+            "RATIO per-host-memory/{n}-vs-1000-hosts {:.2}",
+            ratio(n, mem)
         );
     }
 }
