@@ -77,3 +77,12 @@ fn shutdown_closes_gracefully_and_for_good() {
     }))
     .expect("test timed out");
 }
+
+#[test]
+fn perf_runs_over_loopback() {
+    async_std::task::block_on(async_std::future::timeout(Duration::from_secs(30), async {
+        let [a, b] = [56, 57].map(|seed| new_host(testkit::config(seed)).unwrap());
+        testkit::perf_runs_over_loopback(&a, &b).await;
+    }))
+    .expect("test timed out");
+}

@@ -12,8 +12,8 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use multiaddr::Multiaddr;
 use sansp2p::node::{
-    Config, ConnectionId, DialId, Event, ListenerId, Node, OpenStreamError, PingId,
-    RelayCommandError, StreamHandle,
+    Config, ConnectionId, DialId, Event, ListenerId, Node, OpenStreamError, PerfId, PerfParams,
+    PerfReport, PingId, RelayCommandError, StreamHandle,
 };
 use sansp2p::protocols::identify;
 use sansp2p::relay::{self, CircuitAddr, CircuitLimit, ServerConfig, Status};
@@ -34,6 +34,7 @@ pub(crate) struct App {
     dials: HashMap<DialId, Reply<(PeerId, ConnectionId)>>,
     opens: HashMap<StreamHandle, Reply<()>>,
     pings: HashMap<PingId, Reply<Duration>>,
+    perfs: HashMap<PerfId, Reply<PerfReport>>,
     /// `reserve` calls waiting for a relay's answer, by relay.
     reserves: HashMap<PeerId, Vec<Reply<relay::Reservation>>>,
     /// Which circuits through our relays we take (all when unset).
@@ -222,6 +223,16 @@ pub(crate) fn dispatch(node: &mut Node, app: &mut App, event: Event, now: Instan
         Event::PingFailed { ping, error, .. } => {
             if let Some(tx) = app.pings.remove(ping) {
                 let _ = tx.send(Err(Error::PingFailed(error.clone())));
+            }
+        }
+        Event::PerfDone { perf, report, .. } => {
+            if let Some(tx) = app.perfs.remove(perf) {
+                let _ = tx.send(Ok(report.clone()));
+            }
+        }
+        Event::PerfFailed { perf, error, .. } => {
+            if let Some(tx) = app.perfs.remove(perf) {
+                let _ = tx.send(Err(Error::PerfFailed(*error)));
             }
         }
         _ => {}
@@ -754,6 +765,36 @@ impl Host {
             Ok::<_, Error>(())
         })?;
         answer(rx).await
+    }
+
+    /// Runs perf (`/perf/1.0.0`) against a connected `peer`: `upload` bytes
+    /// up, then `download` bytes back; returns what moved and how long it
+    /// took. The peer must serve perf ([`serve_perf`](Self::serve_perf)
+    /// on ours). The run fails after the node's `perf.timeout` (60 s by
+    /// default). Neither side buffers the transfer: any size costs a
+    /// chunk and the stream's send buffer.
+    pub async fn perf(
+        &self,
+        peer: PeerId,
+        upload: u64,
+        download: u64,
+    ) -> Result<PerfReport, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.with(|st, now| {
+            let params = PerfParams { upload, download };
+            let id = st.node.perf(now, peer, params).map_err(Error::Perf)?;
+            st.app.perfs.insert(id, tx);
+            Ok::<_, Error>(())
+        })?;
+        answer(rx).await
+    }
+
+    /// Serves perf to peers that ask, or stops (off by default, as the
+    /// spec wants: a client may ask for any amount of work; for trusted
+    /// networks only). Connected peers hear of it by identify push. The
+    /// node's `Config::perf.serve` sets it from the start.
+    pub fn serve_perf(&self, on: bool) {
+        self.shared.with(|st, _| st.node.serve_perf(on));
     }
 
     /// What `peer` told us in identify, once it did.

@@ -29,7 +29,8 @@ pub use sansp2p;
 use sansp2p::dial::DialErrorCause;
 use sansp2p::node::{
     AttemptError, CircuitDialError, ConfigError, ConnectionId, DialError, OpenStreamError,
-    PingError, PingFailure, RegisterError, RelayCommandError, Security, StreamOpenFailure,
+    PerfError, PerfFailure, PingError, PingFailure, RegisterError, RelayCommandError, Security,
+    StreamOpenFailure,
 };
 use sansp2p::relay::RelayError;
 use sansp2p::{Keypair, PeerId};
@@ -68,6 +69,10 @@ pub enum Error {
     Ping(PingError),
     /// The ping was sent but failed.
     PingFailed(PingFailure),
+    /// The node refused to start the perf run.
+    Perf(PerfError),
+    /// The perf run started but failed.
+    PerfFailed(PerfFailure),
     /// The node refused a relay command (not connected to the relay, not a
     /// relay, a malformed circuit address).
     Relay(RelayCommandError),
@@ -112,6 +117,8 @@ impl fmt::Display for Error {
             Error::StreamOpen(_) => f.write_str("stream open failed"),
             Error::Ping(_) => f.write_str("ping not sent"),
             Error::PingFailed(_) => f.write_str("ping failed"),
+            Error::Perf(_) => f.write_str("perf run not started"),
+            Error::PerfFailed(_) => f.write_str("perf run failed"),
             Error::Relay(_) => f.write_str("relay command refused"),
             Error::Reservation(_) => f.write_str("reservation failed"),
             Error::CircuitDial(_) => f.write_str("dial through the relay failed"),
@@ -136,6 +143,8 @@ impl std::error::Error for Error {
             Error::StreamOpen(e) => Some(e),
             Error::Ping(e) => Some(e),
             Error::PingFailed(e) => Some(e),
+            Error::Perf(e) => Some(e),
+            Error::PerfFailed(e) => Some(e),
             Error::Relay(e) => Some(e),
             Error::Reservation(e) => Some(e),
             Error::CircuitDial(e) => Some(e),

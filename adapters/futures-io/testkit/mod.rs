@@ -470,3 +470,41 @@ pub async fn shutdown_is_graceful_and_final(a: &Host, b: &Host) {
     let refused = TcpStream::connect_timeout(&socket_addr(&b_addr), Duration::from_secs(1));
     assert!(refused.is_err(), "the listener still accepts");
 }
+
+/// Perf through the host API, over noise: `a` runs against `b`, which
+/// serves nothing until told to; then uploads, downloads and both, the
+/// bytes counted exactly, and the connection still fine afterwards.
+pub async fn perf_runs_over_loopback(a: &Host, b: &Host) {
+    use sansp2p::node::PerfFailure;
+    use sansp2p_futures_io::Error;
+    let addr = listening(b).await;
+    let peer = a.dial(&addr).await.unwrap();
+    let refused = a.perf(peer, 1000, 1000).await;
+    assert_eq!(
+        refused,
+        Err(Error::PerfFailed(PerfFailure::Unsupported)),
+        "perf is off by default"
+    );
+    b.serve_perf(true);
+    for (upload, download) in [(0, 0), (8 << 20, 0), (0, 8 << 20), (3 << 20, 5 << 20)] {
+        let report = a.perf(peer, upload, download).await.unwrap();
+        assert_eq!((report.uploaded, report.downloaded), (upload, download));
+        assert!(
+            report.total >= report.upload + report.download,
+            "{report:?}"
+        );
+    }
+    // Both ways at once on one connection.
+    let (x, y) = futures_lite::future::zip(
+        a.perf(peer, 1 << 20, 2 << 20),
+        b.perf(a.local_peer_id(), 1, 1),
+    )
+    .await;
+    assert!(x.is_ok());
+    assert_eq!(
+        y,
+        Err(Error::PerfFailed(PerfFailure::Unsupported)),
+        "a serves nothing"
+    );
+    assert!(a.ping(peer).await.is_ok());
+}

@@ -278,3 +278,8 @@ fn shutdown_closes_gracefully_and_for_good() {
         &host(55),
     ));
 }
+
+#[test]
+fn perf_runs_over_loopback() {
+    run(testkit::perf_runs_over_loopback(&host(56), &host(57)));
+}

@@ -148,3 +148,12 @@ fn shutdown_closes_gracefully_and_for_good() {
         testkit::shutdown_is_graceful_and_final(&a, &b).await;
     });
 }
+
+#[test]
+fn perf_runs_over_loopback() {
+    let rt = runtime();
+    run(&rt, async {
+        let [a, b] = [56, 57].map(|seed| new_host(testkit::config(seed)).unwrap());
+        testkit::perf_runs_over_loopback(&a, &b).await;
+    });
+}

@@ -31,9 +31,9 @@
 //!
 //! Per connection the node runs the [`upgrade`] pipeline (multistream-select,
 //! noise or plaintext, multistream-select, yamux), then a yamux session over
-//! the secured [`Channel`]. On each
-//! session it answers identify and ping, asks the peer's identify once, and
-//! negotiates every stream with multistream-select against the protocols the
+//! the secured [`Channel`]. On each session it answers identify and ping
+//! (and perf, when told to), asks the peer's identify once, and negotiates
+//! every stream with multistream-select against the protocols the
 //! application registered.
 
 mod autorelay;
@@ -43,6 +43,7 @@ mod io;
 mod limits;
 mod liveness;
 mod maintain;
+mod perf;
 mod relay;
 mod shutdown;
 mod stream;
@@ -73,6 +74,7 @@ pub use upgrade::{Channel, Endpoint, NoiseSecrets, Security, UpgradeError, Upgra
 
 pub use liveness::{BeatId, Payload};
 pub use maintain::{MaintainConfig, MaintainConfigError, STATIC_TAG, TRUSTED_TAG};
+pub use perf::{PerfConfig, PerfError, PerfFailure, PerfParams, PerfReport};
 pub use types::*;
 
 /// One connection and where its upgrade stands.
@@ -153,6 +155,8 @@ struct Ping {
 enum TimerKey {
     Conn(ConnectionId),
     Ping(PingId),
+    /// A perf run's deadline.
+    Perf(PerfId),
     Dialer,
     /// A relay handshake's deadline.
     Relay(StreamHandle),
@@ -210,6 +214,8 @@ pub struct Node {
     /// Dials without a peer id.
     peerless: HashMap<DialId, dialing::Peerless>,
     pings: HashMap<PingId, Ping>,
+    /// Our perf runs under way (at most `perf.max_runs`).
+    perfs: HashMap<PerfId, perf::PerfRun>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     wants_write: VecDeque<ConnectionId>,
@@ -288,6 +294,7 @@ impl Node {
             closing: false,
             shutdown_reported: false,
             pings: HashMap::default(),
+            perfs: HashMap::default(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
             wants_write: VecDeque::new(),
@@ -570,6 +577,7 @@ impl Node {
                 TimerKey::Liveness => self.liveness_timeout(now),
                 TimerKey::Maintain => self.maintain_timeout(now),
                 TimerKey::Trim => self.trim_timeout(now),
+                TimerKey::Perf(perf) => self.perf_timeout(now, perf),
                 TimerKey::Ping(ping) => {
                     if self.pings.get(&ping).is_some_and(|p| p.deadline <= now) {
                         let p = self.pings.remove(&ping).expect("checked");
@@ -786,7 +794,7 @@ impl Node {
     fn identify_info(&self, conn: ConnectionId) -> identify::Info {
         let mut protocols: Vec<String> =
             self.protocols.iter().map(|p| String::from(&**p)).collect();
-        protocols.extend(builtin::protocols().map(String::from));
+        protocols.extend(builtin::protocols(self.config.perf.serve).map(String::from));
         protocols.extend(self.relay_protocols().map(String::from));
         identify::Info {
             public_key: self.config.keypair.public(),
@@ -819,7 +827,7 @@ impl Node {
             .iter()
             .filter(move |p| !limited || self.limited_protocols.contains(p))
             .cloned()
-            .chain(builtin::protocols().map(Cow::Borrowed))
+            .chain(builtin::protocols(self.serves_perf(limited)).map(Cow::Borrowed))
             .chain(self.relay_protocols().map(Cow::Borrowed))
     }
 }

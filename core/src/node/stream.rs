@@ -115,6 +115,43 @@ impl NodeStream {
             Step::Failed => Outcome::Failed,
         }
     }
+
+    /// Lets a built-in that makes its bytes as the stream drains (perf)
+    /// refill `out` each time the session took all of it, until the session
+    /// pushes back (its `StreamWritable` resumes the pump) or the machine
+    /// has nothing more. The session's bounded send buffer bounds the loop.
+    /// `None`: nothing happened.
+    fn fill(
+        &mut self,
+        now: Instant,
+        session: &mut yamux::Session,
+        sid: StreamId,
+    ) -> Result<Option<Outcome>, ()> {
+        let mut wrote = false;
+        while self.out.is_empty() {
+            let Kind::Builtin(machine) = &mut self.kind else {
+                break;
+            };
+            let step = machine.on_writable(now, &mut self.out);
+            let produced = !self.out.is_empty();
+            if produced {
+                match session.write(sid, &self.out) {
+                    Ok(n) => {
+                        self.out.drain(..n);
+                        wrote = true;
+                    }
+                    Err(WriteError::Blocked) => {}
+                    Err(_) => return Err(()),
+                }
+            }
+            match step {
+                Step::Continue if produced => {}
+                Step::Continue => break,
+                step => return Ok(Some(self.apply(step))),
+            }
+        }
+        Ok(wrote.then_some(Outcome::Progress))
+    }
 }
 
 /// The node as a built-in sees it when it starts on a connection.
@@ -428,7 +465,7 @@ impl Node {
         }
     }
 
-    fn open_builtin_checked(
+    pub(super) fn open_builtin_checked(
         &mut self,
         conn: ConnectionId,
         builtin: Builtin,
@@ -682,6 +719,7 @@ impl Node {
                     self.ping_done(ping, Err(error));
                 }
             }
+            Report::Perf { perf, result } => self.perf_done(perf, result),
         }
     }
 
@@ -743,7 +781,9 @@ impl Node {
                         c.negotiating_inbound = c.negotiating_inbound.saturating_sub(1);
                         let conn = stream.conn;
                         let relay = self.relay_inbound(conn, &protocol);
-                        let machine = builtin::inbound(&protocol, &mut OnConn { node: self, conn });
+                        let perf = self.config.perf.serve;
+                        let machine =
+                            builtin::inbound(&protocol, perf, &mut OnConn { node: self, conn });
                         let Ok((_, st)) = self.stream_parts(stream) else {
                             return;
                         };
@@ -905,7 +945,12 @@ impl Node {
             return self.relay_step(stream);
         }
 
-        // 4. A built-in protocol reads its bytes (pending first).
+        // 4. A built-in that writes as the stream drains fills its room.
+        if let Some(outcome) = st.fill(now, session, sid)? {
+            return Ok(outcome);
+        }
+
+        // 5. A built-in protocol reads its bytes (pending first).
         let chunk = if !st.pending.is_empty() {
             Some(core::mem::take(&mut st.pending))
         } else {
@@ -939,13 +984,19 @@ impl Node {
             // End of the peer's side; a finished stream closes ours too.
             let outcome = match machine {
                 Some(machine) => {
-                    let step = machine.on_eof();
+                    let step = machine.on_eof(now);
                     st.apply(step)
                 }
                 None => {
                     st.close_after_out = true;
                     Outcome::Nothing
                 }
+            };
+            // A built-in that answers the peer's end (perf's server) starts
+            // writing; the session's StreamWritable carries it on.
+            let outcome = match outcome {
+                Outcome::Progress => st.fill(now, session, sid)?.unwrap_or(Outcome::Nothing),
+                other => other,
             };
             st.close_when_written(session, sid);
             return Ok(match outcome {

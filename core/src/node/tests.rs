@@ -265,6 +265,7 @@ mod autorelay;
 mod determinism;
 mod liveness;
 mod maintain;
+mod perf;
 mod relay;
 mod shutdown;
 mod trim;

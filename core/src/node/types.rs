@@ -59,6 +59,11 @@ id_type!(
     PingId,
     "ping#"
 );
+id_type!(
+    /// One [`Node::perf`](super::Node::perf) run.
+    PerfId,
+    "perf#"
+);
 
 /// A stream: its connection and its yamux id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,6 +113,8 @@ pub struct Config {
     pub upgrade_timeout: Duration,
     /// Time for one ping's echo. Default 10 s.
     pub ping_timeout: Duration,
+    /// Serving `/perf/1.0.0` (off by default) and our own runs.
+    pub perf: super::PerfConfig,
     /// Seed of the node's RNG (noise handshake keys, ping payloads). It must
     /// be secret and random wherever noise is used: [`Node::new`](super::Node::new) refuses
     /// the all-zero default then. Adapters seed it from the OS; tests fix it
@@ -141,6 +148,7 @@ impl Config {
             dialer: dial::DialerConfig::default(),
             upgrade_timeout: Duration::from_secs(10),
             ping_timeout: crate::protocols::ping::DEFAULT_TIMEOUT,
+            perf: super::PerfConfig::default(),
             rng_seed: [0; 32],
             io: IoConfig::default(),
             inbound: InboundLimits::default(),
@@ -721,6 +729,25 @@ pub enum Event {
         peer: PeerId,
         /// Why.
         error: PingFailure,
+    },
+    /// A [`Node::perf`](super::Node::perf) run finished: the server sent
+    /// exactly what was asked and closed.
+    PerfDone {
+        /// The run.
+        perf: PerfId,
+        /// The server.
+        peer: PeerId,
+        /// What was moved and how long it took.
+        report: super::PerfReport,
+    },
+    /// A [`Node::perf`](super::Node::perf) run failed.
+    PerfFailed {
+        /// The run.
+        perf: PerfId,
+        /// The server.
+        peer: PeerId,
+        /// Why.
+        error: super::PerfFailure,
     },
     /// A relay granted (or renewed) our reservation.
     ReservationAccepted {

@@ -102,7 +102,7 @@ impl Machine for Receive {
     }
 
     /// The peer ended before its message did.
-    fn on_eof(&mut self) -> Step {
+    fn on_eof(&mut self, _: Instant) -> Step {
         Step::Failed
     }
 }

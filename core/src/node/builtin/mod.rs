@@ -6,13 +6,15 @@
 //! event, a table to update).
 //!
 //! Adding a protocol adds a module here, an entry in [`SERVED`] if peers
-//! open it, a [`Builtin`] variant if the node opens it, and a [`Report`]
-//! variant (with its arm in the node's `on_report`, where the node-level
-//! consequences live) if the node must hear about it. The stream code's
+//! open it (or in [`OPT_IN`] if the node serves it only when told to), a
+//! [`Builtin`] variant if the node opens it, and a [`Report`] variant (with
+//! its arm in the node's `on_report`, where the node-level consequences
+//! live) if the node must hear about it. The stream code's
 //! dispatch (negotiation, reads, end of file, vanished streams) stays as it
 //! is.
 
 mod identify;
+pub(super) mod perf;
 mod ping;
 #[cfg(test)]
 mod tests;
@@ -22,7 +24,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
-use super::{PingFailure, PingId};
+use super::{PerfFailure, PerfId, PerfParams, PingFailure, PingId};
 use crate::protocols;
 use crate::time::Instant;
 
@@ -44,12 +46,25 @@ pub(super) trait Machine: fmt::Debug + Send + Sync {
         (chunk.len(), Step::Continue)
     }
 
-    /// The peer closed its side.
-    fn on_eof(&mut self) -> Step {
+    /// The peer closed its side. A machine that goes on after it (perf's
+    /// server, answering) is called again on later pumps, so a repeat must
+    /// change nothing.
+    fn on_eof(&mut self, now: Instant) -> Step {
+        let _ = now;
         Step::Done {
             report: None,
             close: true,
         }
+    }
+
+    /// The stream took everything in `out` (and the protocol is agreed):
+    /// write more if there is more, at most a chunk. The stream code calls
+    /// it again while the stream takes all of it, and after the stream's
+    /// send buffer pushed back, once it has room again; so a machine that
+    /// makes its bytes here (perf) never holds more than one chunk of them.
+    fn on_writable(&mut self, now: Instant, out: &mut Vec<u8>) -> Step {
+        let _ = (now, out);
+        Step::Continue
     }
 
     /// Whether the stream may be read while `out` is not yet written. A
@@ -111,6 +126,12 @@ pub(super) enum Report {
     },
     /// The ping stream ended with these pings unanswered.
     PingsFailed(Vec<(PingId, PingFailure)>),
+    /// One of our perf runs ended: how long its upload and its download
+    /// took, or why it failed.
+    Perf {
+        perf: PerfId,
+        result: Result<(Duration, Duration), PerfFailure>,
+    },
 }
 
 /// What a built-in may ask of the node when it starts.
@@ -131,16 +152,28 @@ pub(super) struct Served {
 /// The protocols served on every connection.
 const SERVED: [Served; 3] = [identify::ANSWER, identify::PUSH_IN, ping::SERVE];
 
-/// The names of the protocols the node serves itself.
-pub(super) fn protocols() -> impl Iterator<Item = &'static str> {
-    SERVED.iter().map(|s| s.protocol)
+/// The protocols served only when the node is told to: perf, which the
+/// spec says SHOULD NOT be on by default.
+const OPT_IN: [Served; 1] = [perf::SERVE];
+
+/// The protocols served, with perf when `perf` says so.
+fn served(perf: bool) -> impl Iterator<Item = &'static Served> {
+    SERVED.iter().chain(OPT_IN.iter().filter(move |_| perf))
+}
+
+/// The names of the protocols the node serves itself (perf when `perf`).
+pub(super) fn protocols(perf: bool) -> impl Iterator<Item = &'static str> {
+    served(perf).map(|s| s.protocol)
 }
 
 /// A fresh machine for an inbound stream that agreed on `protocol`; `None`
-/// when it is not a built-in (the application's).
-pub(super) fn inbound(protocol: &str, local: &mut dyn Local) -> Option<Box<dyn Machine>> {
-    SERVED
-        .iter()
+/// when it is not a built-in (the application's; perf too unless `perf`).
+pub(super) fn inbound(
+    protocol: &str,
+    perf: bool,
+    local: &mut dyn Local,
+) -> Option<Box<dyn Machine>> {
+    served(perf)
         .find(|s| s.protocol == protocol)
         .map(|s| (s.start)(local))
 }
@@ -154,6 +187,8 @@ pub(crate) enum Builtin {
     IdentifyPush,
     /// Measure the round trip.
     Ping(PingId),
+    /// Run perf against the peer.
+    Perf(PerfId, PerfParams),
 }
 
 impl Builtin {
@@ -163,6 +198,7 @@ impl Builtin {
             Builtin::IdentifyRequest => identify::request(),
             Builtin::IdentifyPush => identify::push(local),
             Builtin::Ping(id) => ping::outbound(id, local),
+            Builtin::Perf(id, params) => perf::outbound(id, params),
         }
     }
 }

@@ -124,7 +124,7 @@ impl Machine for Out {
         (n, Step::Report(report))
     }
 
-    fn on_eof(&mut self) -> Step {
+    fn on_eof(&mut self, _: Instant) -> Step {
         Step::Done {
             report: self.unanswered(PingFailure::Stream),
             close: true,
