@@ -6,14 +6,15 @@
 //! ```text
 //! cargo bench -p sansp2p-conformance --bench node_vs_rust_libp2p
 //! ROUNDS=n   rounds counted (default 7, at least 1); one warm-up round runs first
-//! SCALE=f    scales the connections per round (50), the pings (1000) and the
-//!            stream size (256 MiB); e.g. SCALE=0.1 for a quick look
+//! SCALE=f    scales the connections per round (50), the pings (1000), the
+//!            stream size (256 MiB) and the connections of the memory
+//!            figure (16, kept within 4..=64); e.g. SCALE=0.1 for a quick look
 //! THREADS=n  executor threads of each contender (default 1: smol's global
 //!            executor for ours, a tokio runtime with one worker for theirs)
 //! SECURITY=s `noise` (default) or `plaintext`, for both contenders
 //! ```
 //!
-//! Three measurements, each run once per contender per round, the two
+//! The measurements, each run once per contender per round, the two
 //! contenders interleaved (ours, then theirs) because this machine's speed
 //! drifts; the figures are the medians over the rounds of each round's own
 //! ratio:
@@ -34,13 +35,39 @@
 //!   each against the same rust-libp2p figure.
 //! * **bidi-throughput**: both directions of one connection busy at once,
 //!   a stream each way of the same size, until both receivers are done.
+//! * **memory**: live heap bytes, counted by this binary's global allocator
+//!   (`cap`; the bytes asked for, not the allocator's own overhead), per
+//!   settled connection and per idle stream (see [`Memory`]). Each
+//!   contender gets a fresh listener and 16 (scaled) fresh dialers per
+//!   round. A warm-up connection comes first, with as many idle streams on
+//!   it as are measured, all kept to the end: what a host sets up once, or
+//!   keeps after a burst (a queue's capacity), is not counted. Then each
+//!   dialer dials the listener and the connection is waited on until
+//!   identify has arrived both ways; the growth of live heap bytes over
+//!   those connections, divided by their number, is the figure per
+//!   connection. Then one of them opens 100 streams of a protocol whose
+//!   handler on the listener takes each stream and holds it, neither reading
+//!   nor closing, and the growth until the listener holds them all, divided
+//!   by 100, is the figure per idle stream (100 stays below either yamux's
+//!   limits on streams and unacknowledged streams). Both ends of every
+//!   connection live in this process, so both are counted: the dialer's and
+//!   the listener's (half of it is shown as "per end"). Every reading waits
+//!   until the heap has stopped changing, and the rust-libp2p nodes' event
+//!   queues (the harness's, not the node's) are emptied before it. Every
+//!   connection is to a new peer, so per-peer state (identify's record of
+//!   the peer, say) is part of the figure; rust-libp2p's includes its ping
+//!   streams (its ping behaviour pings each new connection at once and keeps
+//!   the stream), ours pings only when asked. The timing figures carry the
+//!   counting allocator's cost too, the same for both.
 //!
 //! Each contender's application side (dialing, opening streams, writing,
 //! pinging) runs as a task on that contender's own executor, as an
 //! application on it would; the main thread only starts it and waits.
 //!
 //! Each `RATIO` line is the rust-libp2p time over ours (for throughput our
-//! throughput over theirs): above 1 means ours is faster.
+//! throughput over theirs, for memory their bytes over ours): above 1 means
+//! ours is faster or holds less. The memory figures also come as
+//! `MEMORY <contender> per connection: N bytes` lines.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -60,6 +87,12 @@ use tokio::sync::{mpsc, oneshot};
 const ECHO: &str = "/echo/1.0.0";
 const SINK: &str = "/sansp2p-bench/sink/1.0.0";
 const PING: &str = "/ipfs/ping/1.0.0";
+/// Served by the memory figure's listeners: streams are held, unread.
+const IDLE: &str = "/sansp2p-bench/idle/1.0.0";
+
+/// Counts live heap bytes, for the memory figures.
+#[global_allocator]
+static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
 /// Longest any one measurement may take before the bench gives up.
 const LIMIT: Duration = Duration::from_secs(300);
@@ -75,6 +108,9 @@ struct Params {
     pings: usize,
     stream_bytes: u64,
     threads: usize,
+    /// Connections and idle streams of the memory figure.
+    mem_conns: usize,
+    mem_streams: usize,
 }
 
 impl Params {
@@ -90,6 +126,8 @@ impl Params {
             pings: scaled(1000.0),
             stream_bytes: chunks * CHUNK as u64,
             threads: var("THREADS").map_or(1, |v| v.parse().expect("THREADS is a count")),
+            mem_conns: ((16.0 * scale).round() as usize).clamp(4, MEM_MAX_CONNS),
+            mem_streams: 100,
         }
         .checked()
     }
@@ -758,6 +796,329 @@ impl Theirs {
     }
 }
 
+// ------------------------------------------------------------------ memory
+
+/// Identity seed of a memory listener; its dialers take the seeds after it
+/// (one byte each, hence at most [`MEM_MAX_CONNS`] connections).
+const MEM_SEED: u8 = 160;
+const MEM_MAX_CONNS: usize = 64;
+
+/// Live heap bytes one contender holds, from one run of [`Ours::memory`] or
+/// [`Theirs::memory`]. Both ends of every connection live in this process
+/// and both are counted.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    /// Per settled connection (noise or plaintext, yamux, identify done both
+    /// ways, no user stream): the dialer's side and the listener's.
+    per_connection: f64,
+    /// Per idle stream on a settled connection (negotiated, held by the
+    /// opener and by the listener's handler, nothing written): both ends.
+    per_stream: f64,
+}
+
+impl Memory {
+    /// How the [`figures`](Self::figures) are shown, and their `RATIO` names.
+    const NAMES: [(&'static str, &'static str); 2] = [
+        ("per connection", "memory-per-connection"),
+        ("per idle stream", "memory-per-idle-stream"),
+    ];
+
+    fn figures(&self) -> [f64; 2] {
+        [self.per_connection, self.per_stream]
+    }
+}
+
+/// Live heap bytes once they have stopped changing: read every 5 ms, each
+/// time after `drain`, until three readings in a row agree (or a second has
+/// passed: then the last reading).
+fn quiet_heap(drain: &mut dyn FnMut()) -> isize {
+    let mut last = ALLOC.allocated();
+    let mut same = 0;
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(5));
+        drain();
+        let now = ALLOC.allocated();
+        if now == last {
+            same += 1;
+            if same == 3 {
+                break;
+            }
+        } else {
+            same = 0;
+            last = now;
+        }
+    }
+    last as isize
+}
+
+/// The heap's growth from `before` to `after`, per one of `n`.
+fn per(before: isize, after: isize, n: usize) -> f64 {
+    (after - before) as f64 / n as f64
+}
+
+fn show_bytes(b: f64) -> String {
+    if b.abs() >= 10.0 * 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+/// Serves [`IDLE`] on `host`: every stream goes, unread and open, to the
+/// returned receiver (whoever holds it there keeps it alive).
+fn our_idle(host: &Host) -> async_channel::Receiver<sansp2p_smol::Stream> {
+    let incoming = host.accept(IDLE).expect("register idle");
+    let (tx, rx) = async_channel::unbounded();
+    smol::spawn(async move {
+        while let Some((_, s)) = incoming.next().await {
+            if tx.send(s).await.is_err() {
+                break;
+            }
+        }
+    })
+    .detach();
+    rx
+}
+
+/// Dials `listener` from `dialer` and waits until identify has arrived
+/// both ways (polled, so that no event subscription of the waiting itself
+/// stays behind in the hosts).
+async fn our_settled_connection(dialer: &Host, listener: &Host, addr: &Multiaddr) {
+    let (d_id, l_id) = (dialer.local_peer_id(), listener.local_peer_id());
+    dialer.dial(addr).await.expect("dial the memory listener");
+    while dialer.identify_info(&l_id).is_none() || listener.identify_info(&d_id).is_none() {
+        smol::Timer::after(Duration::from_millis(1)).await;
+    }
+}
+
+/// Both ends of idle streams: the opener's and the listener's.
+type OurIdleStreams = (Vec<sansp2p_smol::Stream>, Vec<sansp2p_smol::Stream>);
+
+/// Opens `n` [`IDLE`] streams from `dialer` to `listener`, then takes each
+/// from the listener's handler (`accepted`); adds both ends to `held`.
+async fn our_idle_streams(
+    dialer: &Host,
+    listener: sansp2p::PeerId,
+    accepted: &async_channel::Receiver<sansp2p_smol::Stream>,
+    n: usize,
+    held: &mut OurIdleStreams,
+) {
+    for _ in 0..n {
+        let s = dialer.open_stream(listener, IDLE).await;
+        held.0.push(s.expect("an idle stream"));
+    }
+    for _ in 0..n {
+        held.1
+            .push(accepted.recv().await.expect("the listener takes it"));
+    }
+}
+
+impl Ours {
+    /// Our [`Memory`] figures, on a listener and `conns` dialers (plus one
+    /// for the warm-up connection) made for them and shut down after.
+    fn memory(conns: usize, streams: usize) -> Memory {
+        let host = |i: usize| our_host(MEM_SEED + i as u8, CipherBackend::default());
+        let listener = host(0);
+        let accepted = our_idle(&listener);
+        let dialers: Vec<Host> = (1..=conns + 1).map(host).collect();
+        let l = listener.clone();
+        let addr: Multiaddr = Ours::run("memory: listen", async move {
+            let any = "/ip4/127.0.0.1/tcp/0".parse().expect("valid");
+            let bound = l.listen(&any).await.expect("listen");
+            let id = l.local_peer_id();
+            format!("{bound}/p2p/{id}").parse().expect("valid")
+        });
+        let l_id = listener.local_peer_id();
+
+        // Warm-up, kept to the end: a connection and as many idle streams
+        // on it as are measured, so that what the hosts set up once (or
+        // keep after a burst: queues' capacity) is not counted.
+        let (d, l, a, rx) = (
+            dialers[0].clone(),
+            listener.clone(),
+            addr.clone(),
+            accepted.clone(),
+        );
+        let warm = Ours::run("memory: warm-up", async move {
+            our_settled_connection(&d, &l, &a).await;
+            let mut warm = (Vec::new(), Vec::new());
+            our_idle_streams(&d, l_id, &rx, streams, &mut warm).await;
+            warm
+        });
+
+        let (measured, l, a) = (dialers[1..].to_vec(), listener.clone(), addr.clone());
+        let before = quiet_heap(&mut || {});
+        let measured = Ours::run("memory: connections", async move {
+            for d in &measured {
+                our_settled_connection(d, &l, &a).await;
+            }
+            measured
+        });
+        let per_connection = per(before, quiet_heap(&mut || {}), conns);
+
+        let (d, rx) = (dialers[1].clone(), accepted.clone());
+        let mut held = (Vec::with_capacity(streams), Vec::with_capacity(streams));
+        let before = quiet_heap(&mut || {});
+        let held = Ours::run("memory: streams", async move {
+            our_idle_streams(&d, l_id, &rx, streams, &mut held).await;
+            held
+        });
+        let per_stream = per(before, quiet_heap(&mut || {}), streams);
+
+        drop((held, warm, accepted, measured));
+        let mut hosts = dialers;
+        hosts.push(listener);
+        Ours::run("memory: shutdown", async move {
+            futures::future::join_all(hosts.iter().map(Host::shutdown)).await;
+        });
+        Memory {
+            per_connection,
+            per_stream,
+        }
+    }
+}
+
+/// Both ends of idle streams: the opener's and the listener's.
+type TheirIdleStreams = (Vec<libp2p::Stream>, Vec<libp2p::Stream>);
+
+/// The rust-libp2p nodes of one memory run: `nodes[0]` listens and serves
+/// [`IDLE`], handing its streams to `idle`; the others dial it.
+struct TheirMemNet {
+    nodes: Vec<RustNode>,
+    idle: mpsc::UnboundedReceiver<libp2p::Stream>,
+}
+
+impl TheirMemNet {
+    /// Dials the listener from dialer `i` (from 1) and waits until identify
+    /// has arrived both ways.
+    async fn settled_connection(&mut self, i: usize) {
+        let (listener, dialers) = self.nodes.split_first_mut().expect("a listener");
+        let dialer = &mut dialers[i - 1];
+        let addr = listener.addr.clone().expect("the listener listens");
+        dialer.connect(listener.id, addr).await;
+        dialer
+            .wait_for(|e| {
+                matches!(
+                    e,
+                    SwarmEvent::Behaviour(BehaviourEvent::Identify(
+                        identify::Event::Received { .. }
+                    ))
+                )
+                .then_some(())
+            })
+            .await;
+        let d_id = dialer.id;
+        listener
+            .wait_for(|e| match e {
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                    peer_id,
+                    ..
+                })) if *peer_id == d_id => Some(()),
+                _ => None,
+            })
+            .await;
+    }
+
+    /// Opens `n` [`IDLE`] streams from dialer `i`, each once the last is
+    /// negotiated and taken by the listener's handler; adds both ends to
+    /// `held`.
+    async fn idle_streams(&mut self, i: usize, n: usize, held: &mut TheirIdleStreams) {
+        let listener = self.nodes[0].id;
+        for _ in 0..n {
+            let mine = self.nodes[i]
+                .control
+                .open_stream(listener, StreamProtocol::new(IDLE))
+                .await
+                .expect("an idle stream");
+            held.0.push(mine);
+            held.1
+                .push(self.idle.recv().await.expect("the listener takes it"));
+        }
+    }
+
+    /// Drops the events the nodes reported meanwhile (the harness queues
+    /// them; they are no part of the node).
+    fn drain(&mut self) {
+        for node in &mut self.nodes {
+            while node.events.try_recv().is_ok() {}
+        }
+    }
+}
+
+impl Theirs {
+    /// Runs `task` on the tokio runtime and waits for it.
+    fn on_runtime<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> T {
+        let handle = self.runtime.spawn(task);
+        self.runtime
+            .block_on(tokio_limit(what, handle))
+            .expect("the memory task")
+    }
+
+    /// The rust-libp2p [`Memory`] figures, the same way as [`Ours::memory`].
+    fn memory(&mut self, conns: usize, streams: usize) -> Memory {
+        let (mut net, idle_task) = self.on_runtime("memory: start", async move {
+            let never = Duration::from_secs(3600);
+            let mut listener = RustNode::start(MEM_SEED, true, never).await;
+            let mut incoming = listener
+                .control
+                .accept(StreamProtocol::new(IDLE))
+                .expect("idle");
+            let (tx, idle) = mpsc::unbounded_channel();
+            let task = tokio::spawn(async move {
+                while let Some((_, s)) = incoming.next().await {
+                    if tx.send(s).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut nodes = vec![listener];
+            for i in 1..=conns + 1 {
+                nodes.push(RustNode::start(MEM_SEED + i as u8, false, never).await);
+            }
+            (TheirMemNet { nodes, idle }, task)
+        });
+
+        // Warm-up, as for ours: dialer 1's connection and idle streams.
+        let (mut net, warm) = self.on_runtime("memory: warm-up", async move {
+            net.settled_connection(1).await;
+            let mut warm = (Vec::new(), Vec::new());
+            net.idle_streams(1, streams, &mut warm).await;
+            (net, warm)
+        });
+
+        net.drain();
+        let before = quiet_heap(&mut || net.drain());
+        let mut net = self.on_runtime("memory: connections", async move {
+            for i in 2..=conns + 1 {
+                net.settled_connection(i).await;
+            }
+            net
+        });
+        let per_connection = per(before, quiet_heap(&mut || net.drain()), conns);
+
+        let mut held = (Vec::with_capacity(streams), Vec::with_capacity(streams));
+        let before = quiet_heap(&mut || net.drain());
+        let (mut net, held) = self.on_runtime("memory: streams", async move {
+            net.idle_streams(2, streams, &mut held).await;
+            (net, held)
+        });
+        let per_stream = per(before, quiet_heap(&mut || net.drain()), streams);
+
+        drop((held, warm));
+        idle_task.abort();
+        // Dropping the nodes ends their tasks and closes the connections.
+        drop(net);
+        Memory {
+            per_connection,
+            per_stream,
+        }
+    }
+}
+
 // -------------------------------------------------------------------- main
 
 /// What a measurement's figures mean.
@@ -797,11 +1158,13 @@ fn main() {
     // smol's global executor reads this when it starts (on the first spawn).
     std::env::set_var("SMOL_THREADS", params.threads.to_string());
     println!(
-        "node_vs_rust_libp2p: {} rounds (+1 warm-up), {} connections, {} pings, {} MiB stream, {} executor thread(s) each; {:?} + yamux, loopback; our noise cipher {:?} (and {:?} for stream-portable)",
+        "node_vs_rust_libp2p: {} rounds (+1 warm-up), {} connections, {} pings, {} MiB stream, memory over {} connections and {} idle streams, {} executor thread(s) each; {:?} + yamux, loopback; our noise cipher {:?} (and {:?} for stream-portable)",
         params.rounds,
         params.setups,
         params.pings,
         params.stream_bytes >> 20,
+        params.mem_conns,
+        params.mem_streams,
         params.threads,
         security(),
         CipherBackend::default(),
@@ -812,6 +1175,8 @@ fn main() {
     let mut theirs = Theirs::start(params.threads);
 
     let mut rounds: Vec<Vec<Row>> = Vec::new();
+    // Per counted round: ours, theirs.
+    let mut memories: Vec<(Memory, Memory)> = Vec::new();
     for round in 0..=params.rounds {
         let p = if round == 0 { params.warm_up() } else { params };
         let bytes = p.stream_bytes;
@@ -822,6 +1187,10 @@ fn main() {
         let stream = (ours.stream(bytes), theirs.stream(bytes));
         let stream_portable = portable.stream(bytes);
         let bidi = (ours.bidi(bytes), theirs.bidi(bytes));
+        let memory = (
+            Ours::memory(p.mem_conns, p.mem_streams),
+            theirs.memory(p.mem_conns, p.mem_streams),
+        );
         let row = |ratio, what: String, unit, (ours, theirs): (Duration, Duration)| Row {
             ratio,
             what,
@@ -868,13 +1237,21 @@ fn main() {
                 )
             })
             .collect();
+        let (m_ours, m_theirs) = memory;
         println!(
-            "{label}: {} | rust-libp2p with a stream per ping {}",
+            "{label}: {} | memory/connection ours {} rust-libp2p {} (x{:.2}) | memory/idle stream ours {} rust-libp2p {} (x{:.2}) | rust-libp2p with a stream per ping {}",
             line.join(" | "),
+            show_bytes(m_ours.per_connection),
+            show_bytes(m_theirs.per_connection),
+            m_theirs.per_connection / m_ours.per_connection,
+            show_bytes(m_ours.per_stream),
+            show_bytes(m_theirs.per_stream),
+            m_theirs.per_stream / m_ours.per_stream,
             show(their_stream_pings)
         );
         if round > 0 {
             rounds.push(rows);
+            memories.push(memory);
         }
     }
 
@@ -895,8 +1272,29 @@ fn main() {
         "  (setup: dial to first echo byte, per connection; ping: {} sequential pings in all)",
         params.pings
     );
+    println!(
+        "  (memory: live heap bytes over {} settled connections, then {} idle streams on one of them)",
+        params.mem_conns, params.mem_streams
+    );
+    for (k, (what, _)) in Memory::NAMES.into_iter().enumerate() {
+        let ours = median(memories.iter().map(|m| m.0.figures()[k]).collect());
+        let theirs = median(memories.iter().map(|m| m.1.figures()[k]).collect());
+        for (name, bytes) in [("ours", ours), ("rust-libp2p", theirs)] {
+            println!(
+                "MEMORY {name} {what}: {bytes:.0} bytes (both ends; {:.0} per end)",
+                bytes / 2.0
+            );
+        }
+    }
     for k in 0..rounds[0].len() {
         let ratio = median(rounds.iter().map(|r| r[k].ratio()).collect());
         println!("RATIO {}/rust-libp2p {ratio:.3}", rounds[0][k].ratio);
+    }
+    for (k, (_, name)) in Memory::NAMES.into_iter().enumerate() {
+        let ratios = memories
+            .iter()
+            .map(|(o, t)| t.figures()[k] / o.figures()[k]);
+        let ratio = median(ratios.collect());
+        println!("RATIO {name}/rust-libp2p {ratio:.3}");
     }
 }
