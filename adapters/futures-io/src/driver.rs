@@ -240,54 +240,67 @@ impl Shared {
 
 /// Reads from the socket whenever the node has room, at most as much as it
 /// has room for.
+///
+/// The bytes land in this thread's scratch buffer and go to the node in
+/// the same `poll`, so a connection holds no read buffer of its own while
+/// it waits: one [`READ_SCRATCH`] per executor thread serves every
+/// connection (it was 64 KiB per connection end).
 async fn read_task(weak: Weak<Shared>, conn: ConnectionId, socket: Arc<dyn Socket>) {
-    let mut buf = vec![0u8; READ_SCRATCH];
-    loop {
-        let read = poll_fn(|cx| {
-            let Some(shared) = weak.upgrade() else {
-                return Poll::Ready(None);
-            };
-            let room = {
-                let mut st = shared.lock();
-                let room = st.node.read_capacity(conn);
-                let Some(c) = st.conns.get_mut(&conn) else {
-                    return Poll::Ready(None);
-                };
-                // Woken by Output::Receive, or when the node forgets conn.
-                set_waker(&mut c.reader, cx);
-                room
-            };
-            if room == 0 {
-                return Poll::Pending;
-            }
-            let n = room.min(buf.len());
-            socket.poll_read(cx, &mut buf[..n]).map(Some)
-        })
-        .await;
-        let (Some(read), Some(shared)) = (read, weak.upgrade()) else {
-            return;
+    poll_fn(|cx| loop {
+        let Some(shared) = weak.upgrade() else {
+            return Poll::Ready(());
         };
-        let more = shared.with(|st, now| match read {
-            Ok(0) => {
-                st.node.handle_read_closed(now, conn);
-                false
-            }
-            Ok(n) => {
-                let taken = st.node.handle_read(now, conn, &buf[..n]);
-                debug_assert_eq!(taken, n, "the node takes what fits read_capacity");
-                true
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
-            Err(_) => {
-                st.node.handle_connection_closed(now, conn);
-                st.forget(conn);
-                false
-            }
-        });
-        if !more {
-            return;
+        let room = {
+            let mut st = shared.lock();
+            let room = st.node.read_capacity(conn);
+            let Some(c) = st.conns.get_mut(&conn) else {
+                return Poll::Ready(());
+            };
+            // Woken by Output::Receive, or when the node forgets conn.
+            set_waker(&mut c.reader, cx);
+            room
+        };
+        if room == 0 {
+            return Poll::Pending;
         }
-    }
+        let more = SCRATCH.with_borrow_mut(|buf| {
+            let n = room.min(buf.len());
+            let read = match socket.poll_read(cx, &mut buf[..n]) {
+                Poll::Ready(read) => read,
+                Poll::Pending => return None,
+            };
+            Some(shared.with(|st, now| match read {
+                Ok(0) => {
+                    st.node.handle_read_closed(now, conn);
+                    false
+                }
+                Ok(n) => {
+                    let taken = st.node.handle_read(now, conn, &buf[..n]);
+                    debug_assert_eq!(taken, n, "the node takes what fits read_capacity");
+                    true
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+                Err(_) => {
+                    st.node.handle_connection_closed(now, conn);
+                    st.forget(conn);
+                    false
+                }
+            }))
+        });
+        match more {
+            None => return Poll::Pending,
+            Some(false) => return Poll::Ready(()),
+            // Read on, until the socket has nothing or the node no room.
+            Some(true) => {}
+        }
+    })
+    .await;
+}
+
+std::thread_local! {
+    /// The read buffer every reader task of this thread borrows within one
+    /// `poll` (never across one).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_SCRATCH]);
 }
 
 /// What the writer does after one step.
