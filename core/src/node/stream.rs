@@ -45,8 +45,9 @@ pub(super) enum Kind {
 #[derive(Debug)]
 pub(super) struct NodeStream {
     outbound: bool,
-    /// multistream-select, until finished.
-    neg: Option<Negotiator>,
+    /// multistream-select, until finished (boxed: 200 bytes that every
+    /// idle stream would otherwise keep in the connection's table).
+    neg: Option<Box<Negotiator>>,
     /// Bytes to write before anything else (negotiation, built-in messages).
     pub(super) out: Vec<u8>,
     /// Close our side once `out` is written.
@@ -63,7 +64,7 @@ impl NodeStream {
     fn new(outbound: bool, neg: Option<Negotiator>, kind: Kind) -> Self {
         NodeStream {
             outbound,
-            neg,
+            neg: neg.map(Box::new),
             out: Vec::new(),
             close_after_out: false,
             pending: Bytes::new(),
@@ -500,7 +501,7 @@ impl Node {
         let sid = session.open_stream()?;
         let mut st = NodeStream::new(true, None, kind);
         let _ = neg.poll_transmit(&mut st.out);
-        st.neg = Some(neg);
+        st.neg = Some(Box::new(neg));
         c.streams.insert(sid.get(), st);
         let stream = StreamHandle {
             conn,

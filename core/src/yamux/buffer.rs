@@ -26,6 +26,11 @@ pub(crate) const CHUNK: usize = 64 * 1024;
 pub(crate) const MIN_CHUNK: usize = 128;
 /// Emptied chunks kept for reuse.
 pub(crate) const MAX_SPARES: usize = 2;
+/// A queue that empties having never allocated a chunk above this lets
+/// all its memory go (chunks, spares and the chunk list): an idle stream
+/// that only carried a negotiation or small messages keeps nothing, a busy
+/// one keeps its large chunks for the next bytes.
+pub(crate) const IDLE_RELEASE: usize = 4 * MIN_CHUNK;
 
 #[derive(Debug, Default)]
 pub(crate) struct ByteQueue {
@@ -127,7 +132,17 @@ impl ByteQueue {
             let emptied = self.chunks.pop_front().expect("front exists");
             self.recycle(emptied);
         }
+        self.release_if_idle();
         out
+    }
+
+    /// Lets a small, empty queue's memory go (see [`IDLE_RELEASE`]):
+    /// `next_chunk` is twice the largest chunk allocated so far (a chunk's
+    /// `capacity` cannot tell, it shrinks as bytes are taken).
+    fn release_if_idle(&mut self) {
+        if self.len == 0 && self.next_chunk <= 2 * IDLE_RELEASE {
+            self.clear();
+        }
     }
 
     /// Copies up to `buf.len()` bytes from the front into `buf`; returns how many.
@@ -152,6 +167,7 @@ impl ByteQueue {
                 self.recycle(emptied);
             }
         }
+        self.release_if_idle();
         done
     }
 
@@ -164,6 +180,34 @@ impl ByteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_queue_that_empties_keeps_no_memory_and_a_large_one_keeps_its_chunk() {
+        // A negotiation's worth of bytes, taken both ways.
+        for take in [true, false] {
+            let mut q = ByteQueue::default();
+            q.push(b"/multistream/1.0.0\n");
+            q.push(b"/echo/1.0.0\n");
+            assert!(q.capacity() > 0);
+            if take {
+                drop(q.split_front(usize::MAX));
+            } else {
+                let mut buf = [0u8; 64];
+                assert_eq!(q.copy_out(&mut buf), 31);
+            }
+            assert_eq!((q.len(), q.capacity()), (0, 0), "nothing kept");
+            assert_eq!(q.chunks.capacity(), 0, "not even the chunk list");
+            // And it still works afterwards.
+            q.push(b"again");
+            assert_eq!(&q.split_front(5)[..], b"again");
+        }
+        // A bulk stream's chunk stays for the next bytes.
+        let mut q = ByteQueue::default();
+        q.push(&[7; 40_000]);
+        let mut buf = alloc::vec![0u8; 40_000];
+        assert_eq!(q.copy_out(&mut buf), 40_000);
+        assert_eq!(q.spares.len() + q.chunks.len(), 1, "kept for reuse");
+    }
 
     #[test]
     fn bytes_come_out_in_order_whatever_the_split() {
