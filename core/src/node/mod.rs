@@ -216,6 +216,8 @@ pub struct Node {
     pings: HashMap<PingId, Ping>,
     /// Our perf runs under way (at most `perf.max_runs`).
     perfs: HashMap<PerfId, perf::PerfRun>,
+    /// Runs peers asked of us under way (at most `perf.max_served`).
+    perf_served: usize,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     wants_write: VecDeque<ConnectionId>,
@@ -257,6 +259,8 @@ impl Node {
                 "max_negotiating_inbound_streams",
                 config.max_negotiating_inbound_streams,
             ),
+            ("perf.max_runs", config.perf.max_runs),
+            ("perf.max_served", config.perf.max_served),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
@@ -295,6 +299,7 @@ impl Node {
             shutdown_reported: false,
             pings: HashMap::default(),
             perfs: HashMap::default(),
+            perf_served: 0,
             actions: VecDeque::new(),
             events: VecDeque::new(),
             wants_write: VecDeque::new(),

@@ -31,6 +31,11 @@ pub struct PerfConfig {
     /// Our runs under way at once; [`Node::perf`] beyond it fails with
     /// [`PerfError::TooManyRuns`]. Default 16.
     pub max_runs: usize,
+    /// Runs served to peers at once, over all connections; a perf stream
+    /// beyond it is reset once agreed. Each may hold a stream's whole yamux
+    /// send buffer (256 KiB by default), so this bounds what serving can
+    /// cost. Default 16.
+    pub max_served: usize,
 }
 
 impl Default for PerfConfig {
@@ -39,6 +44,7 @@ impl Default for PerfConfig {
             serve: false,
             timeout: Duration::from_secs(60),
             max_runs: 16,
+            max_served: 16,
         }
     }
 }

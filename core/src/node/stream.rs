@@ -721,6 +721,7 @@ impl Node {
                 }
             }
             Report::Perf { perf, result } => self.perf_done(perf, result),
+            Report::PerfServed => self.perf_served = self.perf_served.saturating_sub(1),
         }
     }
 
@@ -785,6 +786,17 @@ impl Node {
                         let perf = self.config.perf.serve;
                         let machine =
                             builtin::inbound(&protocol, perf, &mut OnConn { node: self, conn });
+                        if machine.is_some()
+                            && protocol.as_ref() == crate::protocols::perf::PROTOCOL
+                        {
+                            if self.perf_served >= self.config.perf.max_served {
+                                // Served runs are bounded node-wide: each may
+                                // hold a stream's whole send buffer.
+                                self.fail_stream(stream);
+                                return;
+                            }
+                            self.perf_served += 1;
+                        }
                         let Ok((_, st)) = self.stream_parts(stream) else {
                             return;
                         };

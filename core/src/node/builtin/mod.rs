@@ -132,6 +132,8 @@ pub(super) enum Report {
         perf: PerfId,
         result: Result<(Duration, Duration), PerfFailure>,
     },
+    /// A run a peer asked of us ended (done or gone): one fewer served.
+    PerfServed,
 }
 
 /// What a built-in may ask of the node when it starts.

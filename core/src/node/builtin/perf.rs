@@ -205,8 +205,12 @@ impl Machine for Serve {
             return Step::Continue;
         }
         Step::Done {
-            report: None,
+            report: Some(Report::PerfServed),
             close: true,
         }
+    }
+
+    fn on_gone(self: Box<Self>) -> Option<Report> {
+        Some(Report::PerfServed)
     }
 }

@@ -516,11 +516,13 @@ fn the_perf_server_discards_the_upload_and_answers_only_after_the_close() {
     assert!(matches!(
         step,
         Step::Done {
-            report: None,
+            report: Some(Report::PerfServed),
             close: true
         }
     ));
-    assert!(serve.on_gone().is_none());
+    // Gone early, a served run gives its place back too (after `Done` the
+    // node drops the machine without asking).
+    assert!(matches!(serve.on_gone(), Some(Report::PerfServed)));
 }
 
 #[test]

@@ -527,3 +527,56 @@ fn perf_runs_on_a_limited_connection_only_where_both_allow_it() {
     net.nodes[1].allow_on_limited(PERF);
     assert!(matches!(run_perf(&mut net, params), Event::PerfDone { .. }));
 }
+
+#[test]
+fn served_runs_are_bounded_node_wide_and_the_bound_frees_as_runs_end() {
+    let mut net = perf_net(true);
+    net.nodes[1].config.perf.max_served = 1;
+    let b = net.peer(1);
+    // Two runs at once: the server takes one, resets the other.
+    let big = PerfParams {
+        upload: 1 << 20,
+        download: 1 << 20,
+    };
+    let first = net.nodes[0].perf(net.now, b, big).unwrap();
+    let second = net.nodes[0].perf(net.now, b, big).unwrap();
+    net.run_until(Duration::from_secs(30), |net| {
+        outcome(net, first).is_some() && outcome(net, second).is_some()
+    });
+    assert!(
+        matches!(outcome(&net, first), Some(Event::PerfDone { .. })),
+        "{:?}",
+        outcome(&net, first)
+    );
+    assert!(
+        matches!(outcome(&net, second), Some(Event::PerfFailed { .. })),
+        "{:?}",
+        outcome(&net, second)
+    );
+    // Done runs and lost streams both give their place back.
+    assert_eq!(net.nodes[1].perf_served, 0);
+    let Event::PerfDone { report, .. } = run_perf(
+        &mut net,
+        PerfParams {
+            upload: 10,
+            download: 20,
+        },
+    ) else {
+        panic!("{:#?}", net.events[0]);
+    };
+    assert_eq!((report.uploaded, report.downloaded), (10, 20));
+    let third = net.nodes[0].perf(net.now, b, big).unwrap();
+    net.run_until(Duration::from_secs(5), |net| net.nodes[1].perf_served == 1);
+    let conn = net.nodes[0].connections_to(&b).next().unwrap();
+    net.nodes[0].close_connection(conn);
+    net.run_until(Duration::from_secs(5), |net| outcome(net, third).is_some());
+    net.run_until(Duration::from_secs(30), |net| net.nodes[1].conns.is_empty());
+    assert_eq!(net.nodes[1].perf_served, 0, "a lost run frees its place");
+    // Zero is refused up front.
+    let mut config = net.nodes[1].config.clone();
+    config.perf.max_served = 0;
+    assert_eq!(
+        Node::new(net.now, config).err(),
+        Some(ConfigError::Zero("perf.max_served"))
+    );
+}
