@@ -18,6 +18,7 @@ use sansp2p::security::{noise, plaintext};
 
 pub mod heartbeat_peer;
 pub mod peer_process;
+pub mod perf_peer;
 pub mod relay_peer;
 pub mod rust_peer;
 pub mod rust_relay_peer;
