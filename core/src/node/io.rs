@@ -429,10 +429,9 @@ impl Node {
                 let _ = up.poll_transmit(out);
             }),
             ConnState::Muxed(session) => {
-                let scratch = &mut self.scratch;
                 let channel = &mut c.channel;
                 c.io.produce(now, |out| {
-                    spent = gather_frames(now, session, channel, scratch, out, limit).is_err();
+                    spent = gather_frames(now, session, channel, out, limit).is_err();
                 });
             }
         }
@@ -497,10 +496,9 @@ impl Node {
                 if reason != CloseReason::WriteStall {
                     // What the session owes (a final GoAway first: control
                     // frames lead), bounded by one write buffer.
-                    let scratch = &mut self.scratch;
                     let channel = &mut c.channel;
                     c.io.produce(now, |out| {
-                        let _ = gather_frames(now, session, channel, scratch, out, limit);
+                        let _ = gather_frames(now, session, channel, out, limit);
                     });
                 }
             }
@@ -654,7 +652,6 @@ fn gather_frames(
     now: Instant,
     session: &mut yamux::Session,
     channel: &mut super::Channel,
-    scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
     limit: usize,
 ) -> Result<(), crate::security::noise::NoiseError> {
@@ -670,21 +667,32 @@ fn gather_frames(
             Ok(())
         }
         channel => {
-            // Gathered in the clear, then sealed at once.
-            scratch.clear();
-            while scratch.len() < limit {
-                let Some(frame) = session.poll_transmit(now) else {
-                    break;
-                };
-                frame.write_to(scratch);
-            }
-            let sealed = if scratch.is_empty() {
-                Ok(())
-            } else {
-                channel.seal(scratch, out)
-            };
-            scratch.clear();
-            sealed
+            // Written where they are sealed: a frame that does not fit a
+            // noise frame's room goes on in the next one.
+            let mut frame: Option<(yamux::Transmit, usize)> = None;
+            let mut taken = 0;
+            channel.seal_from(out, |out, mut room| loop {
+                if frame.is_none() {
+                    if taken >= limit {
+                        return false;
+                    }
+                    match session.poll_transmit(now) {
+                        Some(next) => frame = Some((next, 0)),
+                        None => return false,
+                    }
+                }
+                let (f, done) = frame.as_mut().expect("a frame is being written");
+                let n = f.write_part_to(out, *done, room);
+                *done += n;
+                taken += n;
+                room -= n;
+                if *done == f.wire_len() {
+                    frame = None;
+                }
+                if room == 0 {
+                    return true;
+                }
+            })
         }
     }
 }

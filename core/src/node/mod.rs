@@ -227,8 +227,6 @@ pub struct Node {
     resume: VecDeque<ConnectionId>,
     timers: BTreeSet<(Instant, TimerKey)>,
     rng: rand_chacha::ChaCha20Rng,
-    /// Reused for session frames on their way into a noise channel.
-    scratch: Vec<u8>,
     /// Reservations, relayed connections, our relay server.
     relay: relay::RelayState,
 }
@@ -278,7 +276,6 @@ impl Node {
             attempt_errors: HashMap::default(),
             peerless: HashMap::default(),
             rng: rand_chacha::ChaCha20Rng::from_seed(config.rng_seed),
-            scratch: Vec::new(),
             relay: relay::RelayState::default(),
             config,
             now,

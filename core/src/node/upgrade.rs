@@ -91,6 +91,23 @@ impl Channel {
             Channel::Noise { transport, .. } => transport.encrypt(plain, out),
         }
     }
+
+    /// Like [`seal`](Self::seal), with the plaintext written into `out`
+    /// by `write` (see [`noise::Transport::encrypt_from`]), so that nothing
+    /// is gathered in the clear first.
+    pub fn seal_from(
+        &mut self,
+        out: &mut Vec<u8>,
+        mut write: impl FnMut(&mut Vec<u8>, usize) -> bool,
+    ) -> Result<(), NoiseError> {
+        match self {
+            Channel::Clear => {
+                while write(out, usize::MAX) {}
+                Ok(())
+            }
+            Channel::Noise { transport, .. } => transport.encrypt_from(out, write),
+        }
+    }
 }
 
 /// Which side of the connection we are.

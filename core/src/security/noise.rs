@@ -283,9 +283,19 @@ impl CipherState {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), NoiseError> {
-        let nonce = self.next_nonce()?;
         let start = out.len();
         out.extend_from_slice(plaintext);
+        self.seal_in_place(ad, out, start)
+    }
+
+    /// Encrypts `out[start..]` where it is and appends its tag.
+    fn seal_in_place(
+        &mut self,
+        ad: &[u8],
+        out: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<(), NoiseError> {
+        let nonce = self.next_nonce()?;
         let body = &mut out[start..];
         let tag: [u8; TAG_LEN] = match &self.aead {
             Aead::Portable(aead) => aead
@@ -847,6 +857,75 @@ impl Transport {
         Ok(())
     }
 
+    /// Like [`encrypt`](Self::encrypt), with the plaintext written straight
+    /// into `out` (so it is not copied once more to be framed): `write(out,
+    /// room)` appends at most `room` bytes (`room` is never zero) and
+    /// returns whether it has more; a call that appends nothing counts as
+    /// having no more. Frames of at most [`MAX_PLAINTEXT_LEN`] plaintext
+    /// bytes each, as `encrypt` makes them.
+    ///
+    /// ```
+    /// # use sansp2p::security::noise::{Event, Handshake};
+    /// # use sansp2p::Keypair;
+    /// # let (a, b) = (Keypair::from_secret_bytes([1; 32]), Keypair::from_secret_bytes([2; 32]));
+    /// # let mut dialer = Handshake::initiator(&a, [3; 32], [4; 32], None);
+    /// # let mut listener = Handshake::responder(&b, [5; 32], [6; 32]);
+    /// # for _ in 0..3 {
+    /// #     let mut wire = Vec::new();
+    /// #     dialer.poll_transmit(&mut wire);
+    /// #     listener.handle_read(&wire);
+    /// #     wire.clear();
+    /// #     listener.poll_transmit(&mut wire);
+    /// #     dialer.handle_read(&wire);
+    /// # }
+    /// # let Some(Event::Done { transport: mut ours, .. }) = dialer.poll_event() else { panic!() };
+    /// # let Some(Event::Done { transport: mut theirs, .. }) = listener.poll_event() else { panic!() };
+    /// // Two pieces, written where they will be sealed.
+    /// let mut pieces = [&b"hello, "[..], b"world"].into_iter();
+    /// let mut wire = Vec::new();
+    /// ours.encrypt_from(&mut wire, |out, room| match pieces.next() {
+    ///     Some(p) => {
+    ///         out.extend_from_slice(&p[..p.len().min(room)]);
+    ///         true
+    ///     }
+    ///     None => false,
+    /// })
+    /// .unwrap();
+    /// let mut plain = Vec::new();
+    /// theirs.decrypt(&wire, &mut plain).unwrap();
+    /// assert_eq!(plain, b"hello, world");
+    /// ```
+    pub fn encrypt_from(
+        &mut self,
+        out: &mut Vec<u8>,
+        mut write: impl FnMut(&mut Vec<u8>, usize) -> bool,
+    ) -> Result<(), NoiseError> {
+        loop {
+            let at = out.len();
+            out.extend_from_slice(&[0, 0]);
+            let mut more = true;
+            while more && out.len() - at - 2 < MAX_PLAINTEXT_LEN {
+                let before = out.len();
+                let room = MAX_PLAINTEXT_LEN - (before - at - 2);
+                more = write(out, room) && out.len() > before;
+                assert!(
+                    out.len() - before <= room,
+                    "encrypt_from: the writer overran its room"
+                );
+            }
+            let len = out.len() - at - 2;
+            if len == 0 {
+                out.truncate(at);
+                return Ok(());
+            }
+            self.send.seal_in_place(&[], out, at + 2)?;
+            out[at..at + 2].copy_from_slice(&((len + TAG_LEN) as u16).to_be_bytes());
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
     /// Consumes all of `data` (frames may span calls) and appends the
     /// plaintext of every complete frame to `out`. After an error the
     /// connection must be closed.
@@ -1024,6 +1103,47 @@ mod tests {
                 let mut plain = b"kept".to_vec();
                 assert_eq!(tr.decrypt(&wire, &mut plain), Err(NoiseError::Decrypt));
                 assert_eq!(plain, b"kept");
+            }
+        }
+    }
+
+    #[test]
+    fn encrypt_from_frames_as_encrypt_does_whatever_the_writer_hands_over() {
+        for len in [
+            0,
+            1,
+            1000,
+            MAX_PLAINTEXT_LEN - 1,
+            MAX_PLAINTEXT_LEN,
+            MAX_PLAINTEXT_LEN + 1,
+            200_000,
+        ] {
+            let data: Vec<u8> = (0..len).map(|k| (k * 13 % 251) as u8).collect();
+            for piece in [1usize, 7, 16_396, 70_000] {
+                let (mut i, mut r) = pair(None);
+                let (ei, er, _) = run(&mut i, &mut r, &[1000], &[]);
+                let (mut a, mut b) = transports((ei, er));
+                // The same keys and nonces on two fresh pairs: `encrypt`'s
+                // bytes are the reference.
+                let (mut i2, mut r2) = pair(None);
+                let (ei2, er2, _) = run(&mut i2, &mut r2, &[1000], &[]);
+                let (mut reference, _) = transports((ei2, er2));
+                let mut expected = Vec::new();
+                reference.encrypt(&data, &mut expected).unwrap();
+
+                let mut at = 0;
+                let mut wire = Vec::new();
+                a.encrypt_from(&mut wire, |out, room| {
+                    let n = piece.min(room).min(data.len() - at);
+                    out.extend_from_slice(&data[at..at + n]);
+                    at += n;
+                    at < data.len()
+                })
+                .unwrap();
+                assert_eq!(wire, expected, "{len} bytes in pieces of {piece}");
+                let mut plain = Vec::new();
+                b.decrypt(&wire, &mut plain).unwrap();
+                assert_eq!(plain, data);
             }
         }
     }

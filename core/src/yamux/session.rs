@@ -113,6 +113,27 @@ impl Transmit {
         out.extend_from_slice(&self.header);
         out.extend_from_slice(&self.payload);
     }
+
+    /// Appends at most `max` bytes of the frame's wire form, from byte
+    /// `offset` on (header, then payload), to `out`; returns how many. For
+    /// a writer that splits frames across its own records.
+    pub fn write_part_to(&self, out: &mut Vec<u8>, offset: usize, max: usize) -> usize {
+        let start = out.len();
+        let mut at = offset;
+        let mut room = max;
+        if at < HEADER_LEN && room > 0 {
+            let n = (HEADER_LEN - at).min(room);
+            out.extend_from_slice(&self.header[at..at + n]);
+            at += n;
+            room -= n;
+        }
+        if at >= HEADER_LEN && room > 0 {
+            let from = (at - HEADER_LEN).min(self.payload.len());
+            let n = (self.payload.len() - from).min(room);
+            out.extend_from_slice(&self.payload[from..from + n]);
+        }
+        out.len() - start
+    }
 }
 
 /// Counters for benchmarks and diagnostics. Bytes "copied" are payload bytes
@@ -1539,5 +1560,36 @@ fn enqueue(queue: &mut VecDeque<u32>, flag: &mut bool, raw: u32) {
     if !*flag {
         *flag = true;
         queue.push_back(raw);
+    }
+}
+
+#[cfg(test)]
+mod transmit_tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_written_in_parts_is_the_frame_written_whole() {
+        let frame = Transmit {
+            header: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+            payload: Bytes::from_static(b"payload bytes"),
+        };
+        let mut whole = Vec::new();
+        frame.write_to(&mut whole);
+        for part in 1..=whole.len() + 1 {
+            let mut out = Vec::new();
+            let mut done = 0;
+            while done < frame.wire_len() {
+                let n = frame.write_part_to(&mut out, done, part);
+                assert!(n > 0 && n <= part, "part {part}: wrote {n}");
+                done += n;
+            }
+            assert_eq!(out, whole, "in parts of {part}");
+            assert_eq!(
+                frame.write_part_to(&mut out, done, part),
+                0,
+                "nothing past the end"
+            );
+        }
+        assert_eq!(frame.write_part_to(&mut Vec::new(), 0, 0), 0);
     }
 }
