@@ -100,9 +100,17 @@ pub enum PerfError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PerfFailure {
-    /// Not finished within `perf.timeout`.
-    #[error("timed out")]
-    Timeout,
+    /// Not finished within `perf.timeout`: what had moved by then (the
+    /// spec's timed runs ask for `u64::MAX` and stop after a while: this is
+    /// their figure).
+    #[error("timed out after {uploaded} bytes up and {downloaded} down")]
+    Timeout {
+        /// Upload bytes handed to the stream (at most one 16 KiB chunk
+        /// more than yamux has taken).
+        uploaded: u64,
+        /// Download bytes received.
+        downloaded: u64,
+    },
     /// The stream ended before the peer confirmed perf: it does not serve
     /// it (perf is off by default everywhere; on a limited connection it
     /// must also be allowed there), or the stream or the connection was
@@ -314,12 +322,23 @@ impl Node {
             return;
         }
         let run = self.perfs.remove(&perf).expect("checked");
+        let (uploaded, downloaded) = self
+            .stream_parts(run.stream)
+            .ok()
+            .and_then(|(_, st)| match &st.kind {
+                super::stream::Kind::Builtin(machine) => machine.perf_moved(),
+                _ => None,
+            })
+            .unwrap_or((0, 0));
         // The machine's own report on the reset finds the run gone.
         self.reset_stream(run.stream);
         self.events.push_back(Event::PerfFailed {
             perf,
             peer: run.peer,
-            error: PerfFailure::Timeout,
+            error: PerfFailure::Timeout {
+                uploaded,
+                downloaded,
+            },
         });
     }
 }

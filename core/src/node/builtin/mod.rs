@@ -80,6 +80,12 @@ pub(super) trait Machine: fmt::Debug + Send + Sync {
         None
     }
 
+    /// A perf run's bytes so far: (upload handed to the stream, download
+    /// received); `None` for every other machine.
+    fn perf_moved(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// One more ping for a ping stream that is kept open; false when the
     /// machine is not one (the node opens a new stream then).
     fn queue_ping(

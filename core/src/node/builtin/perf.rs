@@ -35,6 +35,7 @@ pub(super) fn outbound(perf: PerfId, params: PerfParams) -> (&'static str, Box<d
     let client = Client {
         perf,
         download: params.download,
+        upload: params.upload,
         to_upload: params.upload,
         received: 0,
         phase: Phase::Opening,
@@ -57,6 +58,8 @@ struct Client {
     perf: PerfId,
     /// Bytes asked of the server.
     download: u64,
+    /// Bytes to upload in all.
+    upload: u64,
     /// Upload bytes not produced yet.
     to_upload: u64,
     /// Download bytes read so far.
@@ -149,6 +152,10 @@ impl Machine for Client {
             }),
             close: true,
         }
+    }
+
+    fn perf_moved(&self) -> Option<(u64, u64)> {
+        Some((self.upload - self.to_upload, self.received))
     }
 
     fn on_gone(self: Box<Self>) -> Option<Report> {
