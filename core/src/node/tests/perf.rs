@@ -70,6 +70,18 @@ fn perf_streams(node: &Node) -> Vec<(usize, usize, usize, usize)> {
     found
 }
 
+/// What run `perf` had moved when it timed out (up, down); panics if it
+/// ended otherwise.
+fn timed_out(net: &Net, perf: PerfId) -> (u64, u64) {
+    match outcome(net, perf).map(|e| failure(&e)) {
+        Some(PerfFailure::Timeout {
+            uploaded,
+            downloaded,
+        }) => (uploaded, downloaded),
+        other => panic!("not a timeout: {other:?}"),
+    }
+}
+
 fn stream_count(node: &Node) -> usize {
     node.conns.values().map(|c| c.streams.len()).sum()
 }
@@ -415,13 +427,7 @@ fn a_huge_download_holds_the_server_to_a_chunk_and_the_send_buffer() {
         }
     }
     // The timed-out run says what moved: the spec's timed measurement.
-    let PerfFailure::Timeout {
-        uploaded,
-        downloaded,
-    } = failure(&outcome(&net, perf).unwrap())
-    else {
-        panic!("{:?}", outcome(&net, perf));
-    };
+    let (uploaded, downloaded) = timed_out(&net, perf);
     assert_eq!(uploaded, 0);
     assert!(downloaded > 1 << 20, "{downloaded} bytes came");
     let ConnState::Muxed(session) = &net.nodes[0].conns[&conn].state else {
@@ -503,13 +509,7 @@ fn an_endless_upload_costs_the_server_nothing_and_the_client_a_chunk() {
             assert!(readable <= window);
         }
     }
-    let PerfFailure::Timeout {
-        uploaded,
-        downloaded,
-    } = failure(&outcome(&net, perf).unwrap())
-    else {
-        panic!("{:?}", outcome(&net, perf));
-    };
+    let (uploaded, downloaded) = timed_out(&net, perf);
     assert!(uploaded > 1 << 20, "{uploaded} bytes went");
     assert_eq!(downloaded, 0);
     let ConnState::Muxed(session) = &net.nodes[0].conns[&conn].state else {
