@@ -32,9 +32,66 @@ pub(crate) const MAX_SPARES: usize = 2;
 /// one keeps its large chunks for the next bytes.
 pub(crate) const IDLE_RELEASE: usize = 4 * MIN_CHUNK;
 
+/// One run of queued bytes.
+#[derive(Debug)]
+enum Chunk {
+    /// Our memory: bytes copied in, with room at the end for more.
+    Owned(BytesMut),
+    /// Bytes handed over whole; nothing is appended to them.
+    Shared(Bytes),
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Owned(b) => b.len(),
+            Chunk::Shared(b) => b.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Memory this chunk holds: a shared chunk counts its bytes only (what
+    /// else its allocation holds is its owner's).
+    fn capacity(&self) -> usize {
+        match self {
+            Chunk::Owned(b) => b.capacity(),
+            Chunk::Shared(b) => b.len(),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(b) => b,
+            Chunk::Shared(b) => b,
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Chunk::Owned(b) => b.advance(n),
+            Chunk::Shared(b) => b.advance(n),
+        }
+    }
+
+    #[cfg(test)]
+    fn as_ptr(&self) -> *const u8 {
+        self.bytes().as_ptr()
+    }
+
+    fn split_to(&mut self, n: usize) -> Bytes {
+        match self {
+            Chunk::Owned(b) => b.split_to(n).freeze(),
+            Chunk::Shared(b) => b.split_to(n),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct ByteQueue {
-    chunks: VecDeque<BytesMut>,
+    chunks: VecDeque<Chunk>,
     len: usize,
     /// Emptied chunks whose memory may be reused once no payload shares it
     /// (a `Vec`, not inline: an idle stream pays 24 bytes, not 72, and the
@@ -56,16 +113,13 @@ impl ByteQueue {
 
     /// Bytes allocated (for memory accounting).
     pub(crate) fn capacity(&self) -> usize {
-        self.chunks
-            .iter()
-            .chain(&self.spares)
-            .map(BytesMut::capacity)
-            .sum()
+        let spares: usize = self.spares.iter().map(BytesMut::capacity).sum();
+        self.chunks.iter().map(Chunk::capacity).sum::<usize>() + spares
     }
 
     /// Bytes in the front chunk: the most one [`Self::split_front`] returns.
     pub(crate) fn front_len(&self) -> usize {
-        self.chunks.front().map_or(0, BytesMut::len)
+        self.chunks.front().map_or(0, Chunk::len)
     }
 
     /// Appends a copy of `data`.
@@ -74,7 +128,7 @@ impl ByteQueue {
             return;
         }
         self.len += data.len();
-        if let Some(tail) = self.chunks.back_mut() {
+        if let Some(Chunk::Owned(tail)) = self.chunks.back_mut() {
             let spare = tail.capacity() - tail.len();
             let n = spare.min(data.len());
             // Within the spare room `extend_from_slice` never reallocates.
@@ -84,8 +138,17 @@ impl ByteQueue {
         if !data.is_empty() {
             let mut chunk = self.fresh_chunk(data.len());
             chunk.extend_from_slice(data);
-            self.chunks.push_back(chunk);
+            self.chunks.push_back(Chunk::Owned(chunk));
         }
+    }
+
+    /// Appends `data` without copying it.
+    pub(crate) fn push_shared(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        self.len += data.len();
+        self.chunks.push_back(Chunk::Shared(data));
     }
 
     /// An empty chunk with room for `need` bytes: a spare whose payloads
@@ -101,6 +164,13 @@ impl ByteQueue {
         let size = need.max(self.next_chunk.max(MIN_CHUNK));
         self.next_chunk = (size.min(CHUNK) * 2).min(CHUNK);
         BytesMut::with_capacity(size)
+    }
+
+    /// Drops the emptied front chunk, keeping our memory for reuse.
+    fn pop_emptied(&mut self) {
+        if let Some(Chunk::Owned(emptied)) = self.chunks.pop_front() {
+            self.recycle(emptied);
+        }
     }
 
     /// Keeps an emptied chunk for reuse (the smaller one goes if full).
@@ -124,13 +194,12 @@ impl ByteQueue {
             return Bytes::new();
         };
         let n = n.min(front.len());
-        let out = front.split_to(n).freeze();
+        let out = front.split_to(n);
         self.len -= n;
         // An emptied front chunk is recycled, unless it is the last one and
         // still has room for the next bytes.
         if front.is_empty() && (several || front.capacity() == 0) {
-            let emptied = self.chunks.pop_front().expect("front exists");
-            self.recycle(emptied);
+            self.pop_emptied();
         }
         self.release_if_idle();
         out
@@ -154,7 +223,7 @@ impl ByteQueue {
                 break;
             };
             let n = (buf.len() - done).min(front.len());
-            buf[done..done + n].copy_from_slice(&front[..n]);
+            buf[done..done + n].copy_from_slice(&front.bytes()[..n]);
             front.advance(n);
             done += n;
             self.len -= n;
@@ -163,8 +232,7 @@ impl ByteQueue {
                     // Keep the last chunk's spare room for the next bytes.
                     break;
                 }
-                let emptied = self.chunks.pop_front().expect("front exists");
-                self.recycle(emptied);
+                self.pop_emptied();
             }
         }
         self.release_if_idle();
@@ -298,6 +366,35 @@ mod tests {
             out.extend_from_slice(&q.split_front(usize::MAX));
         }
         assert_eq!(out, [4; 3_500 + 600]);
+    }
+
+    #[test]
+    fn shared_bytes_are_queued_and_handed_out_in_place_between_copied_ones() {
+        let mut q = ByteQueue::default();
+        q.push(b"copied ");
+        let shared = Bytes::from(alloc::vec![9u8; 10_000]);
+        let at = shared.as_ptr();
+        q.push_shared(shared);
+        q.push_shared(Bytes::new());
+        // Not appended to the shared chunk: a fresh one of our own.
+        q.push(b" tail");
+        assert_eq!(q.len(), 7 + 10_000 + 5);
+        assert_eq!(q.chunks.len(), 3);
+        let mut head = [0u8; 7];
+        assert_eq!(q.copy_out(&mut head), 7);
+        assert_eq!(&head, b"copied ");
+        // The shared bytes leave from where they were, in two pieces.
+        let first = q.split_front(4_000);
+        assert_eq!(first.as_ptr(), at, "no copy on the way out");
+        let second = q.split_front(usize::MAX);
+        assert_eq!(second.as_ptr(), at.wrapping_add(4_000));
+        assert_eq!((first.len(), second.len()), (4_000, 6_000));
+        let mut rest = [0u8; 16];
+        assert_eq!(q.copy_out(&mut rest), 5);
+        assert_eq!(&rest[..5], b" tail");
+        assert_eq!(q.len(), 0);
+        // An emptied shared chunk is dropped, never kept as a spare.
+        assert!(q.spares.iter().all(|c| c.capacity() < 10_000));
     }
 
     #[test]

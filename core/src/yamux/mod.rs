@@ -70,4 +70,4 @@ pub use frame::{
     FrameType, GoAwayCode, Handshake, Header, PingKind, StreamFlags, StreamId, DEFAULT_WINDOW,
     HEADER_LEN,
 };
-pub use session::{Event, Role, Session, Stats, Transmit};
+pub use session::{Event, Role, Session, Stats, Transmit, SHARE_FRACTION, SHARE_MIN};

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use crate::collections::HashMap;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use smallvec::SmallVec;
 
 use super::config::Config;
@@ -91,6 +91,16 @@ pub enum Event {
     },
 }
 
+/// Writes and received payloads from this size on are taken over as they
+/// are (see [`Session::write_bytes`], [`Session::handle_read_shared`]);
+/// smaller ones are copied, which costs less than a chunk of their own.
+pub const SHARE_MIN: usize = 1024;
+
+/// A received payload is kept as a slice of its input only if it is at
+/// least this fraction of it (1/5): one 16 KiB yamux frame cut to fit what
+/// is left of a 64 KiB noise frame still is.
+pub const SHARE_FRACTION: usize = 5;
+
 /// One frame to write: the 12 header bytes, then `payload` (empty for every
 /// frame but Data). Meant for vectored writes: `payload` is a slice of the
 /// stream's send buffer, handed out without a copy.
@@ -144,16 +154,29 @@ pub struct Stats {
     pub frames_received: u64,
     /// Frames handed out by `poll_transmit`/`poll_transmit_into`.
     pub frames_sent: u64,
-    /// Payload bytes copied into send buffers by `write`.
+    /// Payload bytes copied into send buffers by `write` (and by
+    /// `write_bytes` for writes under [`SHARE_MIN`]).
     pub bytes_written: u64,
+    /// Payload bytes taken over without a copy by `write_bytes`.
+    pub bytes_written_zero_copy: u64,
     /// Payload bytes copied from `handle_read` input into receive buffers.
     pub bytes_received: u64,
+    /// Payload bytes kept as slices of `handle_read_shared` input.
+    pub bytes_received_zero_copy: u64,
     /// Payload bytes copied out by `read`.
     pub bytes_read_copied: u64,
     /// Payload bytes handed out without a copy by `read_chunk`.
     pub bytes_read_zero_copy: u64,
     /// Payload bytes copied into the caller's buffer by `poll_transmit_into`.
     pub bytes_transmit_copied: u64,
+}
+
+/// Received payload bytes on their way into a stream's buffer.
+enum Payload<'a> {
+    /// To be copied.
+    Copied(&'a [u8]),
+    /// A slice of the input, kept as it is.
+    Shared(Bytes),
 }
 
 /// Where the frame parser stands.
@@ -388,6 +411,24 @@ impl Session {
     /// again. After the session closed, everything is consumed and ignored.
     #[must_use = "bytes not consumed must be offered again"]
     pub fn handle_read(&mut self, now: Instant, data: &[u8]) -> usize {
+        self.read_frames(now, data, None)
+    }
+
+    /// Like [`handle_read`](Self::handle_read), but payloads of at least
+    /// [`SHARE_MIN`] bytes and a fifth of `data` are kept as slices of
+    /// `data` instead of copies, and later leave through
+    /// [`read_chunk`](Self::read_chunk) as they are.
+    ///
+    /// A slice keeps all of `data`'s allocation alive, so give buffers
+    /// whose allocation is about their length (a decrypted frame, not a
+    /// large read buffer): what the session then holds stays under
+    /// [`SHARE_FRACTION`] times the bytes it buffers.
+    #[must_use = "bytes not consumed must be offered again"]
+    pub fn handle_read_shared(&mut self, now: Instant, data: &Bytes) -> usize {
+        self.read_frames(now, data, Some(data))
+    }
+
+    fn read_frames(&mut self, now: Instant, data: &[u8], shared: Option<&Bytes>) -> usize {
         self.advance(now);
         if self.closed {
             return data.len();
@@ -409,7 +450,15 @@ impl Session {
                         }
                         let take = (remaining as usize).min(data.len() - pos);
                         if let Some(id) = target {
-                            self.deliver(id, &data[pos..pos + take]);
+                            let range = pos..pos + take;
+                            match shared {
+                                Some(all)
+                                    if take >= SHARE_MIN && take * SHARE_FRACTION >= all.len() =>
+                                {
+                                    self.deliver(id, Payload::Shared(all.slice(range)));
+                                }
+                                _ => self.deliver(id, Payload::Copied(&data[range])),
+                            }
                         }
                         pos += take;
                         let remaining = remaining - take as u32;
@@ -639,8 +688,56 @@ impl Session {
     /// fills. [`WriteError::Blocked`] when nothing fit; either way an
     /// [`Event::StreamWritable`] follows once there is room. Copies `data`
     /// once; the bytes later leave through `poll_transmit` without another
-    /// copy.
+    /// copy. [`write_bytes`](Self::write_bytes) takes them without a copy.
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
+        let n = self.send_room(id, data.len())?;
+        let s = self
+            .streams
+            .get_mut(&id.get())
+            .expect("checked by send_room");
+        s.send_buf.push(&data[..n]);
+        self.stats.bytes_written += n as u64;
+        self.queue_data(id);
+        Ok(n)
+    }
+
+    /// Like [`write`](Self::write), but takes the bytes over instead of
+    /// copying them: what fits is split off the front of `data` (no copy
+    /// either; the rest stays in `data` for a later call) and leaves
+    /// through `poll_transmit` as it is. Writes under [`SHARE_MIN`] bytes
+    /// are copied, which lets small messages share frames.
+    ///
+    /// ```
+    /// # use sansp2p::yamux::{Config, Role, Session};
+    /// # use sansp2p::Instant;
+    /// use bytes::Bytes;
+    /// let mut session = Session::new(Instant::ZERO, Role::Client, Config::default()).unwrap();
+    /// let id = session.open_stream().unwrap();
+    /// let mut data = Bytes::from(vec![7u8; 300 * 1024]);
+    /// // The send buffer holds 256 KiB: that much is taken, the rest waits.
+    /// assert_eq!(session.write_bytes(id, &mut data), Ok(256 * 1024));
+    /// assert_eq!(data.len(), 44 * 1024);
+    /// ```
+    pub fn write_bytes(&mut self, id: StreamId, data: &mut Bytes) -> Result<usize, WriteError> {
+        if data.len() < SHARE_MIN {
+            let n = self.write(id, data)?;
+            data.advance(n);
+            return Ok(n);
+        }
+        let n = self.send_room(id, data.len())?;
+        let s = self
+            .streams
+            .get_mut(&id.get())
+            .expect("checked by send_room");
+        s.send_buf.push_shared(data.split_to(n));
+        self.stats.bytes_written_zero_copy += n as u64;
+        self.queue_data(id);
+        Ok(n)
+    }
+
+    /// How many of `len` bytes a stream's send buffer takes now (at least
+    /// one), or why none.
+    fn send_room(&mut self, id: StreamId, len: usize) -> Result<usize, WriteError> {
         let s = self
             .streams
             .get_mut(&id.get())
@@ -661,7 +758,7 @@ impl Session {
         if self.closed {
             return Err(WriteError::SessionClosed);
         }
-        if data.is_empty() {
+        if len == 0 {
             return Ok(0);
         }
         let room = self
@@ -672,16 +769,18 @@ impl Session {
             s.notify_write = true;
             return Err(WriteError::Blocked);
         }
-        let n = room.min(data.len());
-        if n < data.len() {
+        if room < len {
             s.notify_write = true;
         }
-        s.send_buf.push(&data[..n]);
-        self.stats.bytes_written += n as u64;
+        Ok(room.min(len))
+    }
+
+    /// Puts a stream that has something to send in the data queue.
+    fn queue_data(&mut self, id: StreamId) {
+        let s = self.streams.get_mut(&id.get()).expect("a known stream");
         if s.sendable() {
             enqueue(&mut self.data_q, &mut s.in_data_q, id.get());
         }
-        Ok(n)
     }
 
     /// Copies buffered bytes of a stream into `buf`.
@@ -1261,18 +1360,29 @@ impl Session {
     }
 
     /// Payload bytes for a stream (already checked against its window).
-    fn deliver(&mut self, id: StreamId, bytes: &[u8]) {
+    fn deliver(&mut self, id: StreamId, bytes: Payload<'_>) {
         let Some(s) = self.streams.get_mut(&id.get()) else {
             return;
         };
         if s.recv != Recv::Open {
             return;
         }
-        let n = bytes.len() as u32;
+        let n = match &bytes {
+            Payload::Copied(b) => b.len(),
+            Payload::Shared(b) => b.len(),
+        } as u32;
         let ok = s.window.on_data(n);
         debug_assert!(ok, "frame length was checked against the window");
-        s.recv_buf.push(bytes);
-        self.stats.bytes_received += u64::from(n);
+        match bytes {
+            Payload::Copied(b) => {
+                s.recv_buf.push(b);
+                self.stats.bytes_received += u64::from(n);
+            }
+            Payload::Shared(b) => {
+                s.recv_buf.push_shared(b);
+                self.stats.bytes_received_zero_copy += u64::from(n);
+            }
+        }
         if s.notify_read && s.open != Open::Pending {
             s.notify_read = false;
             self.events.push_back(Event::StreamReadable { id });
