@@ -667,31 +667,21 @@ fn gather_frames(
             Ok(())
         }
         channel => {
-            // Written where they are sealed: a frame that does not fit a
-            // noise frame's room goes on in the next one.
-            let mut frame: Option<(yamux::Transmit, usize)> = None;
+            // Written where they are sealed, whole: a frame that does not
+            // fit what is left of a noise frame is cut to fit (Data) or
+            // starts the next one, so the peer finds every frame in one
+            // noise frame and can keep payloads without copying them.
             let mut taken = 0;
-            channel.seal_from(out, |out, mut room| loop {
-                if frame.is_none() {
-                    if taken >= limit {
-                        return false;
-                    }
-                    match session.poll_transmit(now) {
-                        Some(next) => frame = Some((next, 0)),
-                        None => return false,
-                    }
+            channel.seal_from(out, |out, room| {
+                if taken >= limit {
+                    return false;
                 }
-                let (f, done) = frame.as_mut().expect("a frame is being written");
-                let n = f.write_part_to(out, *done, room);
-                *done += n;
+                let n = session.poll_transmit_into(now, out, room);
                 taken += n;
-                room -= n;
-                if *done == f.wire_len() {
-                    frame = None;
-                }
-                if room == 0 {
-                    return true;
-                }
+                // Stopped for want of room (there may be more): go on, in
+                // the next noise frame once this one has no room for a
+                // header. Else there was nothing more.
+                room - n <= yamux::HEADER_LEN
             })
         }
     }

@@ -328,6 +328,16 @@ impl Node {
         self.peers.get(peer).into_iter().flatten().copied()
     }
 
+    /// The muxer's counters of an established connection (frames, and
+    /// payload bytes copied or handed on without a copy); `None` before
+    /// the upgrade finished or once the connection is gone.
+    pub fn muxer_stats(&self, conn: ConnectionId) -> Option<&crate::yamux::Stats> {
+        match &self.conns.get(&conn)?.state {
+            ConnState::Muxed(session) => Some(session.stats()),
+            _ => None,
+        }
+    }
+
     /// Number of connections (any state).
     pub fn connection_count(&self) -> usize {
         self.conns.len()

@@ -155,6 +155,14 @@ impl NodeStream {
     }
 }
 
+/// Where a user read takes its bytes from.
+enum ReadFrom<'a> {
+    /// Bytes that arrived with the negotiation.
+    Leftover(&'a mut Bytes),
+    /// The stream's session.
+    Session(&'a mut yamux::Session, StreamId),
+}
+
 /// The node as a built-in sees it when it starts on a connection.
 struct OnConn<'a> {
     node: &'a mut Node,
@@ -286,6 +294,51 @@ impl Node {
         stream: StreamHandle,
         buf: &mut [u8],
     ) -> Result<usize, StreamError> {
+        self.user_read(now, stream, |from| match from {
+            ReadFrom::Leftover(pending) => {
+                let n = pending.len().min(buf.len());
+                buf[..n].copy_from_slice(&pending.split_to(n));
+                Ok(n)
+            }
+            ReadFrom::Session(session, sid) => session.read(sid, buf),
+        })
+    }
+
+    /// Takes up to `max` bytes of a stream without copying them out of the
+    /// node; `Ok(None)` is the end of the stream. With `max == 0`, an empty
+    /// chunk. Bytes the peer sent in large frames over noise have been
+    /// copied once on their way here, by the decryption.
+    ///
+    /// ```
+    /// # use sansp2p::node::{Node, StreamError, StreamHandle};
+    /// # use sansp2p::Instant;
+    /// # fn drain(node: &mut Node, now: Instant, stream: StreamHandle) -> Result<(), StreamError> {
+    /// while let Some(chunk) = node.stream_read_chunk(now, stream, usize::MAX)? {
+    ///     // `chunk` is a `bytes::Bytes`: keep it, pass it on, no copy.
+    ///     let _ = chunk;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn stream_read_chunk(
+        &mut self,
+        now: Instant,
+        stream: StreamHandle,
+        max: usize,
+    ) -> Result<Option<Bytes>, StreamError> {
+        self.user_read(now, stream, |from| match from {
+            ReadFrom::Leftover(pending) => Ok(Some(pending.split_to(max.min(pending.len())))),
+            ReadFrom::Session(session, sid) => session.read_chunk(sid, max),
+        })
+    }
+
+    /// A user stream's read: bytes left from the negotiation first, then
+    /// the session's.
+    fn user_read<T>(
+        &mut self,
+        now: Instant,
+        stream: StreamHandle,
+        read: impl FnOnce(ReadFrom<'_>) -> Result<T, ReadError>,
+    ) -> Result<T, StreamError> {
         self.tick(now);
         let (_, st) = self.stream_parts(stream)?;
         if !matches!(st.kind, Kind::User) {
@@ -301,15 +354,10 @@ impl Node {
         }
         let (session, st) = self.stream_parts(stream)?;
         if !st.pending.is_empty() {
-            let n = st.pending.len().min(buf.len());
-            buf[..n].copy_from_slice(&st.pending[..n]);
-            let _ = st.pending.split_to(n);
-            return Ok(n);
+            return read(ReadFrom::Leftover(&mut st.pending)).map_err(|_| StreamError::NotOpen);
         }
-        let sid = yamux_id(stream);
-        let result = session.read(sid, buf);
-        let out = match result {
-            Ok(n) => Ok(n),
+        let out = match read(ReadFrom::Session(session, yamux_id(stream))) {
+            Ok(v) => Ok(v),
             Err(ReadError::Blocked) => Err(StreamError::WouldBlock),
             Err(ReadError::Reset { .. }) => Err(StreamError::Reset),
             Err(_) => Err(StreamError::UnknownStream),
@@ -327,6 +375,30 @@ impl Node {
         stream: StreamHandle,
         data: &[u8],
     ) -> Result<usize, StreamError> {
+        self.user_write(now, stream, |session, sid| session.write(sid, data))
+    }
+
+    /// Like [`stream_write`](Self::stream_write), but takes the bytes over
+    /// instead of copying them: what fits is split off the front of `data`
+    /// (the rest stays there for a later call). Over noise, the bytes are
+    /// then copied once, into the frame they are encrypted in; over
+    /// plaintext, once into the output. See
+    /// [`Session::write_bytes`](yamux::Session::write_bytes).
+    pub fn stream_write_bytes(
+        &mut self,
+        now: Instant,
+        stream: StreamHandle,
+        data: &mut Bytes,
+    ) -> Result<usize, StreamError> {
+        self.user_write(now, stream, |session, sid| session.write_bytes(sid, data))
+    }
+
+    fn user_write(
+        &mut self,
+        now: Instant,
+        stream: StreamHandle,
+        write: impl FnOnce(&mut yamux::Session, StreamId) -> Result<usize, WriteError>,
+    ) -> Result<usize, StreamError> {
         self.tick(now);
         let (_, st) = self.stream_parts(stream)?;
         if !matches!(st.kind, Kind::User) || !st.user_visible {
@@ -340,8 +412,7 @@ impl Node {
             }
         }
         let (session, _) = self.stream_parts(stream)?;
-        let result = session.write(yamux_id(stream), data);
-        let out = match result {
+        let out = match write(session, yamux_id(stream)) {
             Ok(n) => Ok(n),
             Err(WriteError::Blocked) => Err(StreamError::WouldBlock),
             Err(WriteError::Closed) => Err(StreamError::Closed),
@@ -515,6 +586,20 @@ impl Node {
 
     /// Bytes read on a muxed connection.
     pub(super) fn session_read(&mut self, now: Instant, conn: ConnectionId, data: &[u8]) -> usize {
+        self.session_read_from(now, conn, data, None)
+    }
+
+    /// As [`session_read`](Self::session_read); with `shared`, `data` is
+    /// its bytes and the session may keep slices of them (offered once:
+    /// a remainder it refused is copied later, so no slice ever pins an
+    /// allocation much larger than itself).
+    fn session_read_from(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        data: &[u8],
+        mut shared: Option<&Bytes>,
+    ) -> usize {
         let mut used = 0;
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
@@ -523,7 +608,10 @@ impl Node {
             let ConnState::Muxed(session) = &mut c.state else {
                 return data.len();
             };
-            let n = session.handle_read(now, &data[used..]);
+            let n = match shared.take() {
+                Some(all) => session.handle_read_shared(now, all),
+                None => session.handle_read(now, &data[used..]),
+            };
             used += n;
             self.process_session(conn);
             // The session stops consuming when a bounded queue is full or a
@@ -539,10 +627,14 @@ impl Node {
     /// go straight to the session; noise frames are decrypted a bounded
     /// amount at a time, and no more raw input is taken while the session
     /// still refuses decrypted bytes (they are offered again after each
-    /// `poll_transmit`). Returns how many raw bytes were consumed.
+    /// `poll_transmit`). Large frames are decrypted into memory of their
+    /// own that the session keeps slices of, so their bytes are copied
+    /// once, by the decryption. Returns how many raw bytes were consumed.
     pub(super) fn channel_read(&mut self, now: Instant, conn: ConnectionId, data: &[u8]) -> usize {
         /// Decrypted bytes held for the session at most, per connection.
         const MAX_PENDING: usize = 64 * 1024;
+        /// Frames of this much plaintext or more get memory of their own.
+        const LARGE_FRAME: usize = 16 * 1024;
         let mut used = 0;
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
@@ -551,34 +643,62 @@ impl Node {
             if !matches!(c.state, ConnState::Muxed(_)) {
                 return data.len();
             }
-            let super::upgrade::Channel::Noise { pending, .. } = &mut c.channel else {
+            let super::upgrade::Channel::Noise {
+                pending, shared, ..
+            } = &mut c.channel
+            else {
                 return self.session_read(now, conn, data);
             };
+            // Refused bytes first, in order: the copied ones, then a frame
+            // of its own.
             let plain = core::mem::take(pending);
+            let big = core::mem::take(shared);
             let n = if plain.is_empty() {
                 0
             } else {
                 self.session_read(now, conn, &plain)
             };
-            let Some(c) = self.conns.get_mut(&conn) else {
+            let Some((pending, shared)) = self.noise_buffers(conn) else {
                 return data.len();
             };
-            let super::upgrade::Channel::Noise { transport, pending } = &mut c.channel else {
-                return data.len();
-            };
-            if n < plain.len() {
+            (*pending, *shared) = (plain, big);
+            if n < pending.len() {
                 // The session pushes back: keep the rest, take no more input.
-                *pending = plain;
                 pending.drain(..n);
                 return used;
             }
-            *pending = plain;
             pending.clear();
+            let big = core::mem::take(shared);
+            if !big.is_empty() {
+                let n = self.session_read_from(now, conn, &big, Some(&big));
+                let Some((pending, _)) = self.noise_buffers(conn) else {
+                    return data.len();
+                };
+                if n < big.len() {
+                    // Copied when offered again (see `session_read_from`).
+                    pending.extend_from_slice(&big[n..]);
+                    return used;
+                }
+            }
             if used == data.len() {
                 return used;
             }
-            match transport.decrypt_up_to(&data[used..], pending, MAX_PENDING) {
-                Ok(k) => used += k,
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return data.len();
+            };
+            let super::upgrade::Channel::Noise {
+                transport,
+                pending,
+                shared,
+            } = &mut c.channel
+            else {
+                return data.len();
+            };
+            match transport.decrypt_up_to_shared(&data[used..], pending, MAX_PENDING, LARGE_FRAME) {
+                Ok((k, big)) => {
+                    used += k;
+                    *shared = big.unwrap_or_default();
+                }
                 Err(_) => {
                     // The peer's frames no longer authenticate: tell it (our
                     // sending side still works) and close.
@@ -590,6 +710,20 @@ impl Node {
                     return data.len();
                 }
             }
+        }
+    }
+
+    /// A muxed noise connection's buffers of decrypted bytes.
+    fn noise_buffers(&mut self, conn: ConnectionId) -> Option<(&mut Vec<u8>, &mut Bytes)> {
+        let c = self.conns.get_mut(&conn)?;
+        if !matches!(c.state, ConnState::Muxed(_)) {
+            return None;
+        }
+        match &mut c.channel {
+            super::upgrade::Channel::Noise {
+                pending, shared, ..
+            } => Some((pending, shared)),
+            super::upgrade::Channel::Clear => None,
         }
     }
 

@@ -269,6 +269,7 @@ mod perf;
 mod relay;
 mod shutdown;
 mod trim;
+mod zero_copy;
 
 #[test]
 fn connect_upgrade_and_identify_both_ways() {
@@ -986,6 +987,7 @@ fn a_noise_peer_flooding_pings_is_pushed_back_and_every_ping_answered() {
     let upgrade::Channel::Noise {
         mut transport,
         pending,
+        ..
     } = peer.take_channel()
     else {
         panic!("noise was negotiated");

@@ -13,6 +13,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use bytes::Bytes;
 
 use crate::identity::{Keypair, PeerId, PublicKey};
 use crate::multistream::{self, NegotiationError, Negotiator};
@@ -77,6 +78,9 @@ pub enum Channel {
         transport: Box<noise::Transport>,
         /// Decrypted bytes the muxer has not consumed yet.
         pending: Vec<u8>,
+        /// A large frame decrypted into memory of its own, which the muxer
+        /// keeps slices of instead of copies; its bytes follow `pending`'s.
+        shared: Bytes,
     },
 }
 
@@ -217,6 +221,7 @@ impl SecureHandshake {
                     Channel::Noise {
                         transport,
                         pending: Vec::new(),
+                        shared: Bytes::new(),
                     },
                 ))),
                 noise::Event::Failed(e) => Some(Err(e.into())),
@@ -305,15 +310,15 @@ impl Upgrade {
                 Stage::Securing(handshake) => handshake.handle_read(&data[used..]),
                 Stage::NegotiatingMuxer { neg, .. } => match &mut self.channel {
                     Channel::Clear => neg.handle_read(&data[used..]),
-                    Channel::Noise { transport, pending } => {
-                        match read_secured(neg, transport, pending, &data[used..]) {
-                            Ok(n) => n,
-                            Err(e) => {
-                                self.finish(Err(e.into()));
-                                return data.len();
-                            }
+                    Channel::Noise {
+                        transport, pending, ..
+                    } => match read_secured(neg, transport, pending, &data[used..]) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            self.finish(Err(e.into()));
+                            return data.len();
                         }
-                    }
+                    },
                 },
                 Stage::Done => return used,
             };
@@ -563,6 +568,7 @@ mod tests {
             Channel::Noise {
                 mut transport,
                 mut pending,
+                ..
             } => {
                 transport.decrypt(raw, &mut pending).unwrap();
                 pending

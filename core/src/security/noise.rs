@@ -65,6 +65,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use bytes::Bytes;
+
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use curve25519_dalek::montgomery::MontgomeryPoint;
@@ -860,9 +862,12 @@ impl Transport {
     /// Like [`encrypt`](Self::encrypt), with the plaintext written straight
     /// into `out` (so it is not copied once more to be framed): `write(out,
     /// room)` appends at most `room` bytes (`room` is never zero) and
-    /// returns whether it has more; a call that appends nothing counts as
-    /// having no more. Frames of at most [`MAX_PLAINTEXT_LEN`] plaintext
-    /// bytes each, as `encrypt` makes them.
+    /// returns whether it has more. A call that appends nothing but says
+    /// it has more ends the frame early: the next call gets a new frame's
+    /// full room (a writer whose next piece is too big for what is left);
+    /// one that does so at the start of a frame ends the writing. Frames
+    /// of at most [`MAX_PLAINTEXT_LEN`] plaintext bytes each, as `encrypt`
+    /// makes them.
     ///
     /// ```
     /// # use sansp2p::security::noise::{Event, Handshake};
@@ -907,11 +912,14 @@ impl Transport {
             while more && out.len() - at - 2 < MAX_PLAINTEXT_LEN {
                 let before = out.len();
                 let room = MAX_PLAINTEXT_LEN - (before - at - 2);
-                more = write(out, room) && out.len() > before;
+                more = write(out, room);
                 assert!(
                     out.len() - before <= room,
                     "encrypt_from: the writer overran its room"
                 );
+                if out.len() == before {
+                    break;
+                }
             }
             let len = out.len() - at - 2;
             if len == 0 {
@@ -946,29 +954,56 @@ impl Transport {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<usize, NoiseError> {
+        self.decrypt_up_to_shared(data, out, limit, usize::MAX)
+            .map(|(used, _)| used)
+    }
+
+    /// Like [`decrypt_up_to`](Self::decrypt_up_to), but a frame whose
+    /// plaintext is `large` bytes or more goes into an allocation of its
+    /// own, exactly its size, returned beside `out` (its bytes come after
+    /// `out`'s); decrypting stops after it. Such a frame can then be handed
+    /// on without another copy (to
+    /// [`Session::handle_read_shared`](crate::yamux::Session::handle_read_shared)).
+    pub fn decrypt_up_to_shared(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+        large: usize,
+    ) -> Result<(usize, Option<Bytes>), NoiseError> {
         let mut used = 0;
         while out.len() < limit && used < data.len() {
             let rest = &data[used..];
             let whole = self.frame.is_empty()
                 && rest.len() >= 2
                 && rest.len() >= 2 + usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-            if whole {
+            let (sealed, taken) = if whole {
                 // Straight from the input, no copy into the frame buffer.
                 let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-                self.recv.decrypt(&[], &rest[2..2 + len], out)?;
-                used += 2 + len;
-                continue;
+                (&rest[2..2 + len], 2 + len)
+            } else {
+                let (n, complete) = self.frame.fill(rest);
+                used += n;
+                if !complete {
+                    break;
+                }
+                (self.frame.body(), 0)
+            };
+            let result = if sealed.len().saturating_sub(TAG_LEN) >= large {
+                let mut own = Vec::with_capacity(sealed.len());
+                self.recv.decrypt(&[], sealed, &mut own).map(|()| Some(own))
+            } else {
+                self.recv.decrypt(&[], sealed, out).map(|()| None)
+            };
+            if !whole {
+                self.frame.clear();
             }
-            let (n, complete) = self.frame.fill(rest);
-            used += n;
-            if !complete {
-                break;
+            used += taken;
+            if let Some(own) = result? {
+                return Ok((used, Some(Bytes::from(own))));
             }
-            let result = self.recv.decrypt(&[], self.frame.body(), out);
-            self.frame.clear();
-            result?;
         }
-        Ok(used)
+        Ok((used, None))
     }
 }
 
