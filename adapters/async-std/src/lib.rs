@@ -30,8 +30,8 @@ pub use multiaddr::Multiaddr;
 pub use sansp2p;
 pub use sansp2p::node::Config;
 pub use sansp2p_futures_io::{
-    multiaddr_of, random_keypair, ConnectionInfo, Error, Events, Host, Incoming, Reservation,
-    Stream,
+    multiaddr_of, random_keypair, Bytes, ConnectionInfo, Error, Events, Host, Incoming,
+    Reservation, Stream,
 };
 use sansp2p_futures_io::{BoxFuture, Listener, Runtime, Socket};
 

@@ -843,6 +843,17 @@ impl Host {
         all.filter(|c| c.peer == *peer).cloned().collect()
     }
 
+    /// The muxer's counters of each established connection to `peer`
+    /// (see [`sansp2p::yamux::Stats`]): frames, and payload bytes copied or
+    /// passed on without a copy.
+    pub fn muxer_stats(&self, peer: &PeerId) -> Vec<sansp2p::yamux::Stats> {
+        let st = self.shared.lock();
+        let conns = st.node.connections_to(peer);
+        conns
+            .filter_map(|c| st.node.muxer_stats(c).cloned())
+            .collect()
+    }
+
     /// Closes every connection to `peer`.
     pub fn disconnect(&self, peer: &PeerId) {
         self.shared.with(|st, _| {

@@ -24,6 +24,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
+pub use bytes::Bytes;
 pub use multiaddr::Multiaddr;
 pub use sansp2p;
 use sansp2p::dial::DialErrorCause;

@@ -5,7 +5,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use sansp2p::node::{StreamError, StreamHandle};
+use bytes::Bytes;
+use sansp2p::node::{Node, StreamError, StreamHandle};
+use sansp2p::Instant;
 
 use crate::driver::State;
 use crate::host::Host;
@@ -40,6 +42,107 @@ impl Stream {
     pub fn handle(&self) -> StreamHandle {
         self.handle
     }
+
+    /// Writes all of `data` without copying it into the node: the bytes
+    /// wait in the stream's send buffer as they are, and over noise are
+    /// copied once, into the frame they are encrypted in (`AsyncWrite`
+    /// copies them in first). Waits while the send buffer is full.
+    ///
+    /// ```no_run
+    /// # async fn send(stream: &mut sansp2p_futures_io::Stream) -> std::io::Result<()> {
+    /// use sansp2p_futures_io::Bytes;
+    /// let payload = Bytes::from(vec![0u8; 1 << 20]);
+    /// stream.write_bytes(payload.clone()).await?; // `payload` stays usable
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_bytes(&mut self, mut data: Bytes) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_write_bytes(cx, &mut data)).await
+    }
+
+    /// Polls [`write_bytes`](Self::write_bytes): takes from the front of
+    /// `data` what fits; `Ready(Ok(()))` once `data` is empty.
+    pub fn poll_write_bytes(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut Bytes,
+    ) -> Poll<io::Result<()>> {
+        while !data.is_empty() {
+            match self.poll_write_with(cx, |node, now, h| node.stream_write_bytes(now, h, data)) {
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads up to `max` bytes as they lie in the node, without copying
+    /// them out; `Ok(None)` is the end of the stream.
+    ///
+    /// ```no_run
+    /// # async fn recv(stream: &mut sansp2p_futures_io::Stream) -> std::io::Result<()> {
+    /// while let Some(chunk) = stream.read_chunk(usize::MAX).await? {
+    ///     println!("{} bytes", chunk.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_read_chunk(cx, max)).await
+    }
+
+    /// Polls [`read_chunk`](Self::read_chunk).
+    pub fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<io::Result<Option<Bytes>>> {
+        self.poll_read_with(cx, None, |node, now, h| node.stream_read_chunk(now, h, max))
+    }
+
+    /// One read on the node; `end` is what a read of a stream the node has
+    /// finished and forgotten returns.
+    fn poll_read_with<T>(
+        &self,
+        cx: &mut Context<'_>,
+        end: T,
+        read: impl FnOnce(&mut Node, Instant, StreamHandle) -> Result<T, StreamError>,
+    ) -> Poll<io::Result<T>> {
+        let h = self.handle;
+        self.host
+            .shared
+            .with(|st, now| match read(&mut st.node, now, h) {
+                Ok(v) => Poll::Ready(Ok(v)),
+                Err(StreamError::WouldBlock) => {
+                    st.app.streams.entry(h).or_default().read = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                Err(StreamError::UnknownStream)
+                    if st.app.streams.get(&h).is_some_and(|w| w.finished) =>
+                {
+                    Poll::Ready(Ok(end))
+                }
+                Err(e) => Poll::Ready(Err(io_error(gone_as_reset(st, h, e)))),
+            })
+    }
+
+    /// One write on the node.
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(&mut Node, Instant, StreamHandle) -> Result<usize, StreamError>,
+    ) -> Poll<io::Result<usize>> {
+        let h = self.handle;
+        self.host
+            .shared
+            .with(|st, now| match write(&mut st.node, now, h) {
+                Ok(n) => Poll::Ready(Ok(n)),
+                Err(StreamError::WouldBlock) => {
+                    st.app.streams.entry(h).or_default().write = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                Err(e) => Poll::Ready(Err(io_error(gone_as_reset(st, h, e)))),
+            })
+    }
 }
 
 fn io_error(e: StreamError) -> io::Error {
@@ -68,22 +171,7 @@ impl futures_io::AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let h = self.handle;
-        self.host
-            .shared
-            .with(|st, now| match st.node.stream_read(now, h, buf) {
-                Ok(n) => Poll::Ready(Ok(n)),
-                Err(StreamError::WouldBlock) => {
-                    st.app.streams.entry(h).or_default().read = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-                Err(StreamError::UnknownStream)
-                    if st.app.streams.get(&h).is_some_and(|w| w.finished) =>
-                {
-                    Poll::Ready(Ok(0))
-                }
-                Err(e) => Poll::Ready(Err(io_error(gone_as_reset(st, h, e)))),
-            })
+        self.poll_read_with(cx, 0, |node, now, h| node.stream_read(now, h, buf))
     }
 }
 
@@ -93,17 +181,7 @@ impl futures_io::AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let h = self.handle;
-        self.host
-            .shared
-            .with(|st, now| match st.node.stream_write(now, h, buf) {
-                Ok(n) => Poll::Ready(Ok(n)),
-                Err(StreamError::WouldBlock) => {
-                    st.app.streams.entry(h).or_default().write = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-                Err(e) => Poll::Ready(Err(io_error(gone_as_reset(st, h, e)))),
-            })
+        self.poll_write_with(cx, |node, now, h| node.stream_write(now, h, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
