@@ -23,7 +23,10 @@
 //!   FIN or [`IoConfig::close_linger`], then [`Action::Close`]. Every
 //!   deadline sits in the node's one timer table.
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
+
+use bytes::Bytes;
 
 use super::{
     Action, AttemptError, CloseReason, ConnState, ConnectionId, Event, IoConfig, Node, Output,
@@ -62,7 +65,12 @@ pub(super) struct ConnIo {
     /// `read_buffer` bytes.
     input: Vec<u8>,
     taken: usize,
-    /// Output for the socket; `output[written..]` is still to go.
+    /// Output for the socket, in order: the `pieces` (frame payloads of a
+    /// plaintext connection, kept as the session handed them over, and the
+    /// bytes before each), then `output`. `written` bytes of the front one
+    /// (the first piece, or `output` when there is none) are gone; a piece
+    /// is dropped once written, so none is ever empty.
+    pieces: VecDeque<Bytes>,
     output: Vec<u8>,
     written: usize,
     eof: Eof,
@@ -76,8 +84,61 @@ pub(super) struct ConnIo {
 }
 
 impl ConnIo {
+    /// The front of the output: empty only when nothing is left to write.
     fn pending(&self) -> &[u8] {
-        &self.output[self.written..]
+        match self.pieces.front() {
+            Some(piece) => &piece[self.written..],
+            None => &self.output[self.written..],
+        }
+    }
+
+    /// Everything left to write, in order, as slices (none empty).
+    fn pending_slices(&self) -> impl Iterator<Item = &[u8]> {
+        let front = self.written;
+        let in_output = if self.pieces.is_empty() { front } else { 0 };
+        self.pieces
+            .iter()
+            .enumerate()
+            .map(move |(i, piece)| if i == 0 { &piece[front..] } else { &piece[..] })
+            .chain(core::iter::once(&self.output[in_output..]))
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Counts `n` bytes as written, across pieces; returns how many there
+    /// were.
+    fn advance(&mut self, mut n: usize) -> usize {
+        let mut done = 0;
+        while n > 0 {
+            let left = self.pending().len();
+            if left == 0 {
+                break;
+            }
+            let take = n.min(left);
+            self.written += take;
+            done += take;
+            n -= take;
+            if take == left && self.pieces.pop_front().is_some() {
+                self.written = 0;
+            }
+        }
+        done
+    }
+
+    /// Appends `payload` as a piece of its own, after what `output` holds.
+    fn push_piece(&mut self, payload: Bytes) {
+        let start = if self.pieces.is_empty() {
+            core::mem::take(&mut self.written)
+        } else {
+            0
+        };
+        if start < self.output.len() {
+            // What precedes it (frame headers, small frames) becomes a
+            // piece first: a copy of a few bytes, not of the payload.
+            self.pieces
+                .push_back(Bytes::copy_from_slice(&self.output[start..]));
+        }
+        self.output.clear();
+        self.pieces.push_back(payload);
     }
 
     fn held(&self) -> usize {
@@ -100,17 +161,23 @@ impl ConnIo {
 
     /// Appends to the output through `f`, keeping the stall clock.
     pub(super) fn produce(&mut self, now: Instant, f: impl FnOnce(&mut Vec<u8>)) {
-        if self.written == self.output.len() {
+        self.produce_pieces(now, |io| f(&mut io.output));
+    }
+
+    /// [`produce`](Self::produce) for a producer that may add pieces.
+    fn produce_pieces(&mut self, now: Instant, f: impl FnOnce(&mut ConnIo)) {
+        if self.pending().is_empty() {
             self.output.clear();
             self.written = 0;
         }
-        f(&mut self.output);
+        f(self);
         if self.progress_at.is_none() && !self.pending().is_empty() {
             self.progress_at = Some(now);
         }
     }
 
     fn discard_output(&mut self) {
+        self.pieces.clear();
         self.output.clear();
         self.written = 0;
         self.progress_at = None;
@@ -226,15 +293,67 @@ impl Node {
         }
     }
 
+    /// Everything to write on `conn` now, as slices in order, for a
+    /// vectored write (`writev`): [`transmit_buffer`](Self::transmit_buffer)
+    /// is the first of them. On a plaintext connection large payloads come
+    /// as slices of their own, never copied into one buffer. Report what
+    /// the socket took with [`handle_written`](Self::handle_written), which
+    /// takes counts that span slices.
+    ///
+    pub fn transmit_slices(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+    ) -> impl Iterator<Item = &[u8]> {
+        let _ = self.transmit_buffer(now, conn);
+        self.conns
+            .get(&conn)
+            .into_iter()
+            .flat_map(|c| c.io.pending_slices())
+    }
+
+    /// [`transmit_slices`](Self::transmit_slices) as `IoSlice`s, into
+    /// `out` (as many as fit); returns how many, 0 when nothing is left to
+    /// write.
+    ///
+    /// ```
+    /// # use sansp2p::node::{ConnectionId, Node};
+    /// # use sansp2p::time::Instant;
+    /// # fn write(node: &mut Node, now: Instant, conn: ConnectionId, socket: &mut std::net::TcpStream) -> std::io::Result<()> {
+    /// use std::io::{IoSlice, Write};
+    /// let mut slices = [IoSlice::new(&[]); 16];
+    /// let k = node.transmit_io_slices(now, conn, &mut slices);
+    /// if k > 0 {
+    ///     let n = socket.write_vectored(&slices[..k])?;
+    ///     node.handle_written(now, conn, n);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn transmit_io_slices<'a>(
+        &'a mut self,
+        now: Instant,
+        conn: ConnectionId,
+        out: &mut [std::io::IoSlice<'a>],
+    ) -> usize {
+        let mut k = 0;
+        for (slot, slice) in out.iter_mut().zip(self.transmit_slices(now, conn)) {
+            *slot = std::io::IoSlice::new(slice);
+            k += 1;
+        }
+        k
+    }
+
     /// The socket took the first `n` bytes of
-    /// [`transmit_buffer`](Self::transmit_buffer).
+    /// [`transmit_buffer`](Self::transmit_buffer) (or of
+    /// [`transmit_slices`](Self::transmit_slices), across them).
     pub fn handle_written(&mut self, now: Instant, conn: ConnectionId, n: usize) {
         let now = self.tick(now);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let n = n.min(c.io.pending().len());
-        c.io.written += n;
+        let n = c.io.advance(n);
         if c.io.pending().is_empty() {
             c.io.discard_output();
         } else if n > 0 {
@@ -430,8 +549,8 @@ impl Node {
             }),
             ConnState::Muxed(session) => {
                 let channel = &mut c.channel;
-                c.io.produce(now, |out| {
-                    spent = gather_frames(now, session, channel, out, limit).is_err();
+                c.io.produce_pieces(now, |io| {
+                    spent = gather_frames(now, session, channel, io, limit).is_err();
                 });
             }
         }
@@ -497,8 +616,8 @@ impl Node {
                     // What the session owes (a final GoAway first: control
                     // frames lead), bounded by one write buffer.
                     let channel = &mut c.channel;
-                    c.io.produce(now, |out| {
-                        let _ = gather_frames(now, session, channel, out, limit);
+                    c.io.produce_pieces(now, |io| {
+                        let _ = gather_frames(now, session, channel, io, limit);
                     });
                 }
             }
@@ -645,28 +764,43 @@ impl Node {
     }
 }
 
-/// Appends the session's frames to `out`, up to about `limit` bytes, in the
-/// channel's form (noise frames of up to 64 KiB, or as they are). Fails only
-/// when the noise channel is spent.
+/// A Data payload of a plaintext connection at least this long goes to the
+/// socket as a piece of its own ([`Node::transmit_slices`]), uncopied;
+/// shorter ones are copied behind their header (a piece costs a writer
+/// without vectored writes one more write call).
+pub const PIECE_MIN: usize = 4 * 1024;
+
+/// Appends the session's frames to `io`'s output, up to about `limit`
+/// bytes, in the channel's form (noise frames of up to 64 KiB, or as they
+/// are, large payloads as pieces of their own). Fails only when the noise
+/// channel is spent.
 fn gather_frames(
     now: Instant,
     session: &mut yamux::Session,
     channel: &mut super::Channel,
-    out: &mut Vec<u8>,
+    io: &mut ConnIo,
     limit: usize,
 ) -> Result<(), crate::security::noise::NoiseError> {
-    let start = out.len();
     match channel {
         super::Channel::Clear => {
-            while out.len() - start < limit {
+            let mut taken = 0;
+            while taken < limit {
                 let Some(frame) = session.poll_transmit(now) else {
                     break;
                 };
-                frame.write_to(out);
+                taken += frame.wire_len();
+                io.output.extend_from_slice(&frame.header);
+                if frame.payload.len() >= PIECE_MIN {
+                    io.push_piece(frame.payload);
+                } else {
+                    session.count_transmit_copied(frame.payload.len());
+                    io.output.extend_from_slice(&frame.payload);
+                }
             }
             Ok(())
         }
         channel => {
+            let out = &mut io.output;
             // Written where they are sealed, whole: a frame that does not
             // fit what is left of a noise frame is cut to fit (Data) or
             // starts the next one, so the peer finds every frame in one

@@ -69,6 +69,7 @@ use crate::protocols::identify;
 use crate::time::Instant;
 use crate::yamux;
 
+pub use io::PIECE_MIN;
 use stream::NodeStream;
 pub use upgrade::{Channel, Endpoint, NoiseSecrets, Security, UpgradeError, Upgraded};
 

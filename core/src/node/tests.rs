@@ -46,6 +46,11 @@ struct Net {
     events: Vec<Vec<Event>>,
     /// Read size: every delivery is cut into pieces of at most this many bytes.
     chunk: usize,
+    /// When set, output is taken with `transmit_slices`, at most this many
+    /// bytes per `handle_written` (a `writev` that takes part of a slice).
+    write_stride: Option<usize>,
+    /// The most slices one `transmit_slices` call has offered.
+    max_slices: usize,
 }
 
 impl Net {
@@ -80,6 +85,8 @@ impl Net {
             eof: crate::collections::HashSet::default(),
             events: (0..n).map(|_| Vec::new()).collect(),
             chunk: usize::MAX,
+            write_stride: None,
+            max_slices: 0,
         }
     }
 
@@ -177,6 +184,23 @@ impl Net {
 
     fn flush(&mut self, i: usize, conn: ConnectionId) {
         let mut out = Vec::new();
+        if let Some(stride) = self.write_stride {
+            loop {
+                let start = out.len();
+                let mut slices = 0;
+                for slice in self.nodes[i].transmit_slices(self.now, conn) {
+                    slices += 1;
+                    let room = stride - (out.len() - start);
+                    out.extend_from_slice(&slice[..slice.len().min(room)]);
+                }
+                self.max_slices = self.max_slices.max(slices);
+                let n = out.len() - start;
+                if n == 0 {
+                    break;
+                }
+                self.nodes[i].handle_written(self.now, conn, n);
+            }
+        }
         while self.nodes[i].poll_transmit(self.now, conn, &mut out, 64 * 1024) > 0 {}
         if !out.is_empty() {
             if let Some(&(j, rc)) = self.links.get(&(i, conn)) {

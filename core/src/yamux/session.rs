@@ -167,7 +167,8 @@ pub struct Stats {
     pub bytes_read_copied: u64,
     /// Payload bytes handed out without a copy by `read_chunk`.
     pub bytes_read_zero_copy: u64,
-    /// Payload bytes copied into the caller's buffer by `poll_transmit_into`.
+    /// Payload bytes copied into the caller's buffer by `poll_transmit_into`
+    /// (or, of frames from `poll_transmit`, by the node's plaintext writer).
     pub bytes_transmit_copied: u64,
 }
 
@@ -932,6 +933,14 @@ impl Session {
             }
         }
         out.len() - start
+    }
+
+    /// Counts `n` payload bytes of a frame from
+    /// [`poll_transmit`](Self::poll_transmit) that the caller copied (the
+    /// node's plaintext writer, for small frames), so
+    /// [`Stats::bytes_transmit_copied`] covers them.
+    pub(crate) fn count_transmit_copied(&mut self, n: usize) {
+        self.stats.bytes_transmit_copied += n as u64;
     }
 
     /// The next event, or `None`.
