@@ -76,6 +76,14 @@ impl Socket for AsyncStdSocket {
         Pin::new(&mut &self.0).poll_write(cx, buf)
     }
 
+    fn poll_write_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &self.0).poll_write_vectored(cx, bufs)
+    }
+
     fn shutdown_write(&self) -> io::Result<()> {
         self.0.shutdown(Shutdown::Write)
     }

@@ -310,8 +310,12 @@ enum Step {
     Done,
 }
 
-/// Writes straight from the node's transmit buffer while it has bytes and
-/// the socket takes them; performs the FIN; ends on close.
+/// Slices handed to one vectored write.
+const WRITE_SLICES: usize = 16;
+
+/// Writes straight from the node's transmit buffers (vectored: a large
+/// payload of a plaintext connection is a slice of its own) while they
+/// have bytes and the socket takes them; performs the FIN; ends on close.
 async fn write_task(weak: Weak<Shared>, conn: ConnectionId, socket: Arc<dyn Socket>) {
     poll_fn(|cx| {
         for _ in 0..WRITE_BUDGET {
@@ -330,11 +334,12 @@ async fn write_task(weak: Weak<Shared>, conn: ConnectionId, socket: Arc<dyn Sock
                 }
                 // Woken by Output::Transmit and CloseWrite.
                 set_waker(&mut c.writer, cx);
-                let buf = st.node.transmit_buffer(now, conn);
-                if buf.is_empty() {
+                let mut slices = [io::IoSlice::new(&[]); WRITE_SLICES];
+                let k = st.node.transmit_io_slices(now, conn, &mut slices);
+                if k == 0 {
                     return Step::Wait;
                 }
-                match socket.poll_write(cx, buf) {
+                match socket.poll_write_vectored(cx, &slices[..k]) {
                     Poll::Pending => Step::Wait,
                     Poll::Ready(Ok(n)) if n > 0 => {
                         st.node.handle_written(now, conn, n);

@@ -56,6 +56,21 @@ pub trait Socket: Send + Sync + 'static {
     /// Writes a prefix of `buf`, or registers `cx` for writability.
     fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
 
+    /// Writes a prefix of `bufs` one after another (`writev`), or
+    /// registers `cx` for writability. The default writes the first
+    /// non-empty one with [`poll_write`](Self::poll_write).
+    fn poll_write_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        self.poll_write(cx, first)
+    }
+
     /// Shuts the sending side (TCP FIN); reading goes on.
     fn shutdown_write(&self) -> io::Result<()>;
 }

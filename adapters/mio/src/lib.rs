@@ -57,6 +57,8 @@ use sansp2p::Instant;
 
 /// Bytes read from a socket per `read` call, at most.
 const READ_BUF: usize = 256 * 1024;
+/// Slices handed to one vectored write.
+const WRITE_SLICES: usize = 16;
 
 enum Socket {
     Listener(TcpListener),
@@ -358,11 +360,12 @@ impl MioNode {
                 return;
             };
             let conn = *conn;
-            let buf = self.node.transmit_buffer(now, conn);
-            if buf.is_empty() {
+            let mut slices = [io::IoSlice::new(&[]); WRITE_SLICES];
+            let k = self.node.transmit_io_slices(now, conn, &mut slices);
+            if k == 0 {
                 return;
             }
-            match socket.write(buf) {
+            match socket.write_vectored(&slices[..k]) {
                 Ok(n) => self.node.handle_written(now, conn, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
