@@ -33,6 +33,12 @@
 //!   adapters turn on, as rust-libp2p's noise does) and with the portable
 //!   pure-Rust one (`CipherBackend::Portable`, the core's no_std default),
 //!   each against the same rust-libp2p figure.
+//! * **stream-throughput-owned**: the same stream, ours written with
+//!   `Stream::write_bytes` (a shared `Bytes` handed over, no copy into the
+//!   stream) and read with `Stream::read_chunk` (received frames handed out
+//!   as they are), against the same rust-libp2p figure. The `COPIES` lines
+//!   give the payload copies per byte our muxers made on each side, with
+//!   either API (see [`Copies`]).
 //! * **bidi-throughput**: both directions of one connection busy at once,
 //!   a stream each way of the same size, until both receivers are done.
 //! * **memory**: live heap bytes, counted by this binary's global allocator
@@ -86,6 +92,8 @@ use tokio::sync::{mpsc, oneshot};
 
 const ECHO: &str = "/echo/1.0.0";
 const SINK: &str = "/sansp2p-bench/sink/1.0.0";
+/// Our sink that reads with `Stream::read_chunk` (owned buffers).
+const SINK_OWNED: &str = "/sansp2p-bench/sink-owned/1.0.0";
 const PING: &str = "/ipfs/ping/1.0.0";
 /// Served by the memory figure's listeners: streams are held, unread.
 const IDLE: &str = "/sansp2p-bench/idle/1.0.0";
@@ -208,7 +216,33 @@ struct Ours {
     /// What `b`'s sink, then `a`'s, read per stream.
     sink_done: async_channel::Receiver<u64>,
     a_sink_done: async_channel::Receiver<u64>,
+    /// What `b`'s owned-buffer sink read per stream.
+    owned_done: async_channel::Receiver<u64>,
     data: Vec<u8>,
+}
+
+/// Payload bytes copied by the sending and the receiving muxer, summed
+/// over a host's connections to one peer (see [`Copies`]).
+fn copied(host: &Host, peer: &sansp2p::PeerId) -> (u64, u64) {
+    host.muxer_stats(peer).iter().fold((0, 0), |(tx, rx), s| {
+        (
+            tx + s.bytes_written + s.bytes_transmit_copied,
+            rx + s.bytes_received + s.bytes_read_copied,
+        )
+    })
+}
+
+/// Copies per byte delivered on each side of our one-stream transfer, from
+/// the muxers' own counts: on the sender, into the stream's send buffer
+/// (`write`, not `write_bytes`) and into the frame being sealed; on the
+/// receiver, into the stream's receive buffer (unless the frame's bytes
+/// were kept as a slice of the decrypted frame) and out of it into the
+/// reader's buffer (`read`, not `read_chunk`). The cipher's pass over the
+/// bytes and the kernel's copies are not counted: every stack has them.
+#[derive(Debug, Clone, Copy)]
+struct Copies {
+    send: f64,
+    receive: f64,
 }
 
 /// The security protocol both contenders use (`SECURITY`).
@@ -230,8 +264,9 @@ fn our_host(seed: u8, cipher: CipherBackend) -> Host {
 
 /// Serves [`SINK`] on `host`: reads each stream to its end and reports
 /// how many bytes it read.
-fn our_sink(host: &Host) -> async_channel::Receiver<u64> {
-    let sink = host.accept(SINK).expect("register sink");
+fn our_sink(host: &Host, protocol: &str) -> async_channel::Receiver<u64> {
+    let owned = protocol == SINK_OWNED;
+    let sink = host.accept(protocol).expect("register sink");
     let (done_tx, done) = async_channel::unbounded();
     smol::spawn(async move {
         while let Some((_, mut s)) = sink.next().await {
@@ -239,8 +274,14 @@ fn our_sink(host: &Host) -> async_channel::Receiver<u64> {
             smol::spawn(async move {
                 let mut buf = vec![0u8; CHUNK];
                 let mut total = 0u64;
-                while let Ok(n @ 1..) = s.read(&mut buf).await {
-                    total += n as u64;
+                if owned {
+                    while let Ok(Some(chunk)) = s.read_chunk(CHUNK).await {
+                        total += chunk.len() as u64;
+                    }
+                } else {
+                    while let Ok(n @ 1..) = s.read(&mut buf).await {
+                        total += n as u64;
+                    }
                 }
                 let _ = s.close().await;
                 let _ = done.send(total).await;
@@ -252,19 +293,28 @@ fn our_sink(host: &Host) -> async_channel::Receiver<u64> {
     done
 }
 
-/// Writes `bytes` (a multiple of [`CHUNK`]) to a new sink stream of
-/// `from` towards `to` and waits for `done` to report them all read.
+/// Writes `bytes` (a multiple of [`CHUNK`]) to a new `protocol` sink
+/// stream of `from` towards `to` and waits for `done` to report them all
+/// read. Towards [`SINK_OWNED`] it writes with `write_bytes`, handing over
+/// a shared `Bytes` of the pattern (as an application sending buffers it
+/// owns would), otherwise with `write_all`.
 async fn our_send(
     from: Host,
     to: sansp2p::PeerId,
+    protocol: &'static str,
     data: Vec<u8>,
     bytes: u64,
     done: async_channel::Receiver<u64>,
 ) {
-    let mut s = from.open_stream(to, SINK).await.expect("sink");
+    let mut s = from.open_stream(to, protocol).await.expect("sink");
+    let owned = sansp2p_smol::Bytes::from(data.clone());
     let mut sent = 0u64;
     while sent < bytes {
-        s.write_all(&data).await.expect("write");
+        if protocol == SINK_OWNED {
+            s.write_bytes(owned.clone()).await.expect("write");
+        } else {
+            s.write_all(&data).await.expect("write");
+        }
         sent += CHUNK as u64;
     }
     s.close().await.expect("close");
@@ -297,8 +347,9 @@ impl Ours {
                 }
             })
             .detach();
-            let sink_done = our_sink(&b);
-            let a_sink_done = our_sink(&a);
+            let sink_done = our_sink(&b, SINK);
+            let a_sink_done = our_sink(&a, SINK);
+            let owned_done = our_sink(&b, SINK_OWNED);
             let bound = b
                 .listen(&"/ip4/127.0.0.1/tcp/0".parse().expect("valid"))
                 .await
@@ -322,6 +373,7 @@ impl Ours {
                 c_events,
                 sink_done,
                 a_sink_done,
+                owned_done,
                 data: pattern(),
             }
         }))
@@ -377,14 +429,30 @@ impl Ours {
         })
     }
 
-    fn stream(&self, bytes: u64) -> Duration {
-        let (a, b_id, done) = (self.a.clone(), self.b_id, self.sink_done.clone());
+    /// One stream of `bytes` from `a` to `b`, written with `write_all` and
+    /// read with `read` (or, `owned`, with `write_bytes` and `read_chunk`).
+    fn stream(&self, bytes: u64, owned: bool) -> (Duration, Copies) {
+        let (protocol, done) = if owned {
+            (SINK_OWNED, self.owned_done.clone())
+        } else {
+            (SINK, self.sink_done.clone())
+        };
+        let (a, b_id) = (self.a.clone(), self.b_id);
+        let a_id = a.local_peer_id();
         let data = self.data.clone();
-        Ours::run("stream", async move {
+        let before = (copied(&self.a, &b_id).0, copied(&self.b, &a_id).1);
+        let took = Ours::run("stream", async move {
             let start = Instant::now();
-            our_send(a, b_id, data, bytes, done).await;
+            our_send(a, b_id, protocol, data, bytes, done).await;
             start.elapsed()
-        })
+        });
+        let after = (copied(&self.a, &b_id).0, copied(&self.b, &a_id).1);
+        let per_byte = |from: u64, to: u64| (to - from) as f64 / bytes as f64;
+        let copies = Copies {
+            send: per_byte(before.0, after.0),
+            receive: per_byte(before.1, after.1),
+        };
+        (took, copies)
     }
 
     /// `bytes` each way at once on the one connection of `a` and `b`.
@@ -395,8 +463,8 @@ impl Ours {
         let data = self.data.clone();
         Ours::run("bidi", async move {
             let start = Instant::now();
-            let back = smol::spawn(our_send(b, a_id, data.clone(), bytes, to_a));
-            our_send(a, b_id, data, bytes, to_b).await;
+            let back = smol::spawn(our_send(b, a_id, SINK, data.clone(), bytes, to_a));
+            our_send(a, b_id, SINK, data, bytes, to_b).await;
             back.await;
             start.elapsed()
         })
@@ -1177,6 +1245,8 @@ fn main() {
     let mut rounds: Vec<Vec<Row>> = Vec::new();
     // Per counted round: ours, theirs.
     let mut memories: Vec<(Memory, Memory)> = Vec::new();
+    // Per counted round: with write/read, with write_bytes/read_chunk.
+    let mut copy_counts: Vec<(Copies, Copies)> = Vec::new();
     for round in 0..=params.rounds {
         let p = if round == 0 { params.warm_up() } else { params };
         let bytes = p.stream_bytes;
@@ -1184,8 +1254,10 @@ fn main() {
         let setup = (ours.setup(p.setups), theirs.setup(p.setups));
         let pings = (ours.ping(p.pings), theirs.ping_native(p.pings));
         let their_stream_pings = theirs.ping_stream_per_ping(p.pings);
-        let stream = (ours.stream(bytes), theirs.stream(bytes));
-        let stream_portable = portable.stream(bytes);
+        let (our_stream, copies) = ours.stream(bytes, false);
+        let stream = (our_stream, theirs.stream(bytes));
+        let (stream_owned, copies_owned) = ours.stream(bytes, true);
+        let stream_portable = portable.stream(bytes, false).0;
         let bidi = (ours.bidi(bytes), theirs.bidi(bytes));
         let memory = (
             Ours::memory(p.mem_conns, p.mem_streams),
@@ -1206,6 +1278,12 @@ fn main() {
                 format!("stream {} MiB", bytes >> 20),
                 Unit::Bytes(bytes),
                 stream,
+            ),
+            row(
+                "stream-throughput-owned",
+                "write_bytes/read_chunk".into(),
+                Unit::Bytes(bytes),
+                (stream_owned, stream.1),
             ),
             row(
                 "stream-throughput-portable",
@@ -1252,6 +1330,7 @@ fn main() {
         if round > 0 {
             rounds.push(rows);
             memories.push(memory);
+            copy_counts.push((copies, copies_owned));
         }
     }
 
@@ -1285,6 +1364,19 @@ fn main() {
                 bytes / 2.0
             );
         }
+    }
+    for (api, pick) in [
+        (
+            "write_all/read",
+            (|c: &(Copies, Copies)| c.0) as fn(&(Copies, Copies)) -> Copies,
+        ),
+        ("write_bytes/read_chunk", |c| c.1),
+    ] {
+        let send = median(copy_counts.iter().map(|c| pick(c).send).collect());
+        let receive = median(copy_counts.iter().map(|c| pick(c).receive).collect());
+        println!(
+            "COPIES ours {api}: {send:.3} per byte sent, {receive:.3} per byte received (muxer copies; cipher and kernel not counted)"
+        );
     }
     for k in 0..rounds[0].len() {
         let ratio = median(rounds.iter().map(|r| r[k].ratio()).collect());
