@@ -820,3 +820,63 @@ fn gather_frames(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What can happen to a connection's output between writes.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Bytes appended to the output (headers, sealed frames).
+        Copy(Vec<u8>),
+        /// A payload queued as a piece of its own.
+        Piece(Vec<u8>),
+        /// The socket took this many bytes.
+        Write(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let bytes = proptest::collection::vec(any::<u8>(), 1..40);
+        prop_oneof![
+            bytes.clone().prop_map(Op::Copy),
+            bytes.prop_map(Op::Piece),
+            (0usize..100).prop_map(Op::Write),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the mix of copied bytes, pieces and partial writes, the
+        /// slices offered are exactly the bytes not yet written, in order,
+        /// none empty, the first one being `pending`.
+        #[test]
+        fn slices_are_the_unwritten_bytes_in_order(ops in proptest::collection::vec(op(), 0..60)) {
+            let mut io = ConnIo::default();
+            let mut model: VecDeque<u8> = VecDeque::new();
+            let now = Instant::ZERO;
+            for op in ops {
+                match op {
+                    Op::Copy(b) => {
+                        model.extend(&b);
+                        io.produce(now, |out| out.extend_from_slice(&b));
+                    }
+                    Op::Piece(b) => {
+                        model.extend(&b);
+                        io.produce_pieces(now, |io| io.push_piece(Bytes::from(b)));
+                    }
+                    Op::Write(n) => {
+                        let done = io.advance(n);
+                        prop_assert_eq!(done, n.min(model.len()));
+                        model.drain(..done);
+                    }
+                }
+                let slices: Vec<&[u8]> = io.pending_slices().collect();
+                prop_assert!(slices.iter().all(|s| !s.is_empty()));
+                prop_assert_eq!(slices.first().copied().unwrap_or(&[]), io.pending());
+                let offered: Vec<u8> = slices.concat();
+                prop_assert_eq!(offered, model.iter().copied().collect::<Vec<u8>>());
+            }
+        }
+    }
+}
