@@ -1,4 +1,4 @@
-//! Perf (`/perf/1.0.0`) throughput of each pairing of our node and
+//! Perf (`/perf/1.0.0`) throughput and latency of each pairing of our node and
 //! rust-libp2p's `libp2p-perf` 0.3.0 (libp2p 0.53), client → server, over
 //! loopback TCP with `/noise` and `/yamux/1.0.0`:
 //!
@@ -12,9 +12,11 @@
 //! executor) and two of theirs (the same, each on a tokio runtime with one
 //! worker). Each client holds a connection to each server. A round runs,
 //! for each of the four pairings (ours → ours, ours → theirs, theirs →
-//! ours, theirs → theirs), an upload run (N bytes up, none down) and a
-//! download run (none up, N down), one after the other, so drift of this
-//! machine's speed is shared.
+//! ours, theirs → theirs), an upload run (N bytes up, none down), a
+//! download run (none up, N down) and [`LATENCY_RUNS`] latency runs (one
+//! byte up, one down: a new stream, its negotiation and a round trip on the
+//! held connection; the figure is their median), one after the other, so
+//! drift of this machine's speed is shared.
 //!
 //! Every run is timed the same way, by this harness: from asking the client
 //! for the run to the client's report of its end. Our client reports once
@@ -26,7 +28,8 @@
 //! `RATIO perf-<dir>/ours-client-vs-theirs` is our client's throughput over
 //! theirs, each against the same server, the geometric mean over the two
 //! servers; `ours-server-vs-theirs` is our server's over theirs, each with
-//! the same client, likewise. The figures are medians over the rounds of
+//! the same client, likewise. For `perf-latency` the ratio is their time
+//! over ours. The figures are medians over the rounds of
 //! each round's ratio; above 1 means ours is faster.
 
 use std::future::Future;
@@ -41,6 +44,8 @@ use sansp2p_smol::{Host, Multiaddr};
 /// Longest any one step may take before the bench gives up.
 const LIMIT: Duration = Duration::from_secs(120);
 const MIB: u64 = 1024 * 1024;
+/// Latency runs per pairing per round.
+const LATENCY_RUNS: usize = 50;
 
 /// Fails the bench if `fut` does not finish within [`LIMIT`] (on smol).
 async fn limit<T>(what: &str, fut: impl Future<Output = T>) -> T {
@@ -274,13 +279,22 @@ impl Nodes {
     }
 
     /// One round: per pairing, the upload and the download throughput
-    /// (MiB/s).
-    async fn round(&mut self, bytes: u64) -> [[f64; 2]; 4] {
-        let mut out = [[0.0; 2]; 4];
+    /// (MiB/s) and the latency as runs per second (so that, as for the
+    /// others, more is better).
+    async fn round(&mut self, bytes: u64) -> [[f64; 3]; 4] {
+        let mut out = [[0.0; 3]; 4];
         for (i, pairing) in PAIRINGS.into_iter().enumerate() {
             let up = self.run(pairing, bytes, 0).await;
             let down = self.run(pairing, 0, bytes).await;
-            out[i] = [mib_per_s(bytes, up), mib_per_s(bytes, down)];
+            let mut times = Vec::with_capacity(LATENCY_RUNS);
+            for _ in 0..LATENCY_RUNS {
+                times.push(self.run(pairing, 1, 1).await.as_secs_f64());
+            }
+            out[i] = [
+                mib_per_s(bytes, up),
+                mib_per_s(bytes, down),
+                1.0 / median(times),
+            ];
         }
         out
     }
@@ -307,8 +321,13 @@ fn main() {
             let line: Vec<String> = PAIRINGS
                 .iter()
                 .zip(&f)
-                .map(|((c, s), [up, down])| {
-                    format!("{}→{} up {up:.0} down {down:.0}", name(*c), name(*s))
+                .map(|((c, s), [up, down, per_s])| {
+                    format!(
+                        "{}→{} up {up:.0} down {down:.0} latency {:.0} µs",
+                        name(*c),
+                        name(*s),
+                        1e6 / per_s
+                    )
                 })
                 .collect();
             println!("round {r}: MiB/s {}", line.join(", "));
@@ -321,10 +340,14 @@ fn main() {
                 .position(|p| *p == (c, s))
                 .expect("a pairing")
         };
-        for (dir, d) in [("upload", 0), ("download", 1)] {
+        for (dir, d) in [("upload", 0), ("download", 1), ("latency", 2)] {
             for (c, s) in PAIRINGS {
                 let m = median(figures.iter().map(|f| f[index(c, s)][d]).collect());
-                println!("  {dir} {}→{}: {m:.0} MiB/s", name(c), name(s));
+                if d == 2 {
+                    println!("  {dir} {}→{}: {:.0} µs", name(c), name(s), 1e6 / m);
+                } else {
+                    println!("  {dir} {}→{}: {m:.0} MiB/s", name(c), name(s));
+                }
             }
             let ratio = |a: usize, b: usize| -> Vec<f64> {
                 figures.iter().map(|f| f[a][d] / f[b][d]).collect()
