@@ -117,3 +117,32 @@ fn small_payloads_and_small_shares_of_a_large_input_are_copied() {
     assert_eq!(server.stats().bytes_received, 16 * 4096);
     assert_eq!(server.stats().bytes_received_zero_copy, 0);
 }
+
+#[test]
+fn write_bytes_on_a_stream_the_peer_reset_or_we_closed_is_a_typed_error() {
+    use sansp2p::yamux::WriteError;
+    let mut client = session(Role::Client);
+    let id = client.open_stream().unwrap();
+    let opened = Bytes::from(wire(&mut client));
+    let mut server = receive_shared(&opened, id);
+    server.reset(id).unwrap();
+    let rst = wire(&mut server);
+    assert_eq!(client.handle_read(Instant::ZERO, &rst), rst.len());
+    let mut data = Bytes::from(vec![3u8; 64 * 1024]);
+    assert!(matches!(
+        client.write_bytes(id, &mut data),
+        Err(WriteError::Reset { .. })
+    ));
+    // Asked again, the freed stream is unknown.
+    assert_eq!(
+        client.write_bytes(id, &mut data),
+        Err(WriteError::UnknownStream)
+    );
+    let other = client.open_stream().unwrap();
+    client.close(other).unwrap();
+    assert_eq!(
+        client.write_bytes(other, &mut data),
+        Err(WriteError::Closed)
+    );
+    assert_eq!(data.len(), 64 * 1024, "nothing was taken");
+}
